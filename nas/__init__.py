@@ -8,7 +8,8 @@ Public API::
 from .config import ArchConfig, AttentionSpec, BlockConfig, StageConfig, load_config, structure_hash
 from .errors import ConfigError, DataError, NasError
 from .models import build_model, count_parameters
-from .presets import preset_config, preset_names
+from .presets import paper_config, preset_config, preset_names
+from .profile import profile
 
 __all__ = [
     "ArchConfig",
@@ -21,6 +22,8 @@ __all__ = [
     "build_model",
     "count_parameters",
     "load_config",
+    "paper_config",
+    "profile",
     "preset_config",
     "preset_names",
     "structure_hash",

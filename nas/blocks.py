@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attention_kind, create_attention
+from .attention import attention_kind, create_attention, module_class
 from .config import AttentionSpec
 from .errors import ConfigError
 
@@ -57,9 +57,18 @@ def _shortcut(kind: str, in_channels: int, out_channels: int, stride: int, where
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
 
 
-def build_attention(spec: AttentionSpec, channels: int, where: str, **structural) -> nn.Module:
+def build_attention(spec: AttentionSpec, channels: int, where: str, feature_size: int | None = None,
+                    **structural) -> nn.Module:
     """``create_attention`` with errors turned into a ConfigError naming the
-    block and the module's own complaint."""
+    block and the module's own complaint. Modules whose cost grows with the
+    number of positions declare ``max_tokens``; ``feature_size`` (the side of
+    the feature map they would see) is checked against it."""
+    limit = getattr(module_class(spec.type), "max_tokens", None)
+    if limit is not None and feature_size is not None and feature_size * feature_size > limit:
+        raise ConfigError(
+            f"{where}: {spec.type} needs H*W <= {limit} but sees a {feature_size}x{feature_size} map "
+            f"({feature_size * feature_size} positions); place it in a later, lower-resolution stage"
+        )
     try:
         return create_attention(spec.type, channels, **structural, **spec.params)
     except (ValueError, TypeError) as exc:
@@ -71,7 +80,8 @@ class _ResidualBlock(nn.Module):
 
     position: str | None
 
-    def _set_attention(self, spec: AttentionSpec, conv_channels: dict[str, int], where: str) -> bool:
+    def _set_attention(self, spec: AttentionSpec, conv_channels: dict[str, int], where: str,
+                       in_size: int | None, out_size: int | None) -> bool:
         """Install a gate at its position; return True if ``spec`` is a conv
         module (the subclass then builds it as its 3x3 unit)."""
         kind = attention_kind(spec.type)
@@ -85,7 +95,8 @@ class _ResidualBlock(nn.Module):
             self.position, self.attention = None, None
         else:
             self.position = spec.position
-            self.attention = build_attention(spec, conv_channels[spec.position], where)
+            size = in_size if spec.position == "pre" else out_size
+            self.attention = build_attention(spec, conv_channels[spec.position], where, size)
         return False
 
     def _conv_unit(self, spec: AttentionSpec, is_conv: bool, in_ch: int, out_ch: int, stride: int,
@@ -120,13 +131,14 @@ class BasicBlock(_ResidualBlock):
     expansion = 1
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, attention: AttentionSpec | None = None,
-                 *, groups: int = 1, base_width: int = 64, shortcut: str = "B", where: str = "block") -> None:
+                 *, groups: int = 1, base_width: int = 64, shortcut: str = "B", stride_on: str = "3x3",
+                 where: str = "block", in_size: int | None = None, out_size: int | None = None) -> None:
         super().__init__()
         spec = attention or AttentionSpec()
         out = width
         self.in_channels, self.out_channels = in_channels, out
         is_conv = self._set_attention(
-            spec, {"pre": in_channels, "inner": out, "standard": out, "identity": out, "post": out}, where)
+            spec, {"pre": in_channels, "inner": out, "standard": out, "identity": out, "post": out}, where, in_size, out_size)
         self.conv1, self.bn1, self.act1 = self._conv_unit(spec, is_conv, in_channels, out, stride, 1, where)
         self.conv2, self.bn2 = conv3x3(out, out), nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
@@ -143,22 +155,25 @@ class BasicBlock(_ResidualBlock):
 
 class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4 (He et al. 2016,
-    Fig. 5 right; stride on the 3x3 as in torchvision). The 3x3 is the
+    Fig. 5 right). The stride sits on the 3x3 (torchvision) or on the first
+    1x1 (original Caffe ResNet), per ``stride_on``. The 3x3 is the
     replaceable unit."""
 
     expansion = 4
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, attention: AttentionSpec | None = None,
-                 *, groups: int = 1, base_width: int = 64, shortcut: str = "B", where: str = "block") -> None:
+                 *, groups: int = 1, base_width: int = 64, shortcut: str = "B", stride_on: str = "3x3",
+                 where: str = "block", in_size: int | None = None, out_size: int | None = None) -> None:
         super().__init__()
         spec = attention or AttentionSpec()
         mid = int(width * base_width / 64) * groups
         out = width * self.expansion
         self.in_channels, self.out_channels = in_channels, out
         is_conv = self._set_attention(
-            spec, {"pre": in_channels, "inner": mid, "standard": out, "identity": out, "post": out}, where)
-        self.conv1, self.bn1 = conv1x1(in_channels, mid), nn.BatchNorm2d(mid)
-        self.conv2, self.bn2, self.act2 = self._conv_unit(spec, is_conv, mid, mid, stride, groups, where)
+            spec, {"pre": in_channels, "inner": mid, "standard": out, "identity": out, "post": out}, where, in_size, out_size)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_on == "1x1" else (1, stride)
+        self.conv1, self.bn1 = conv1x1(in_channels, mid, stride_1x1), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2, self.act2 = self._conv_unit(spec, is_conv, mid, mid, stride_3x3, groups, where)
         self.conv3, self.bn3 = conv1x1(mid, out), nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(shortcut, in_channels, out, stride, where)

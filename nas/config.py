@@ -42,6 +42,10 @@ STEMS = ("cifar", "imagenet")
 #: subsampling where the shape changes (He et al. 2016, sec. 4.2, used for the
 #: CIFAR ResNets); ``B``: 1x1 conv + BN projection where the shape changes.
 SHORTCUTS = ("A", "B")
+#: Which conv of a bottleneck carries a stage's stride: ``3x3`` as torchvision
+#: ("ResNet v1.5"), or ``1x1``, the first 1x1 conv, as the original Caffe
+#: ResNet that the SE, CBAM and BAM papers count their FLOPs on.
+STRIDE_ON = ("3x3", "1x1")
 CONFIG_VERSION = 1
 
 
@@ -125,6 +129,7 @@ class ArchConfig:
     groups: int = 1
     base_width: int = 64
     shortcut: str = "B"
+    stride_on: str = "3x3"
     #: free-form provenance and metrics (exports write here); not structural
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -156,6 +161,7 @@ class ArchConfig:
             "groups": self.groups,
             "base_width": self.base_width,
             "shortcut": self.shortcut,
+            "stride_on": self.stride_on,
             "stages": [s.to_dict() for s in self.stages],
         }
         if self.meta:
@@ -309,7 +315,7 @@ def _parse_arch(data: Any) -> ArchConfig:
         "",
         required=("block", "stem", "stem_width", "stages"),
         optional=("version", "backbone", "num_classes", "input_size", "in_channels",
-                  "groups", "base_width", "shortcut", "meta"),
+                  "groups", "base_width", "shortcut", "stride_on", "meta"),
     )
     version = data.get("version", CONFIG_VERSION)
     if version != CONFIG_VERSION:
@@ -358,6 +364,7 @@ def _parse_arch(data: Any) -> ArchConfig:
         groups=_int(data, "groups", "", default=1),
         base_width=_int(data, "base_width", "", default=64),
         shortcut=_choice(data, "shortcut", "", SHORTCUTS, default="B"),
+        stride_on=_choice(data, "stride_on", "", STRIDE_ON, default="3x3"),
         meta=meta,
     )
     if cfg.groups > 1 and cfg.block != "bottleneck":

@@ -12,12 +12,17 @@ from .config import ArchConfig
 from .errors import ConfigError
 
 
-def stage_feature_sizes(cfg: ArchConfig) -> list[int]:
-    """Spatial side length of each stage's output for ``cfg.input_size``."""
+def _stem_output_size(cfg: ArchConfig) -> int:
     size = cfg.input_size
     if cfg.stem == "imagenet":  # 7x7 stride-2 conv, then 3x3 stride-2 max-pool
         size = (size + 1) // 2
         size = (size + 1) // 2
+    return size
+
+
+def stage_feature_sizes(cfg: ArchConfig) -> list[int]:
+    """Spatial side length of each stage's output for ``cfg.input_size``."""
+    size = _stem_output_size(cfg)
     sizes = []
     for stage in cfg.stages:
         size = (size + stage.stride - 1) // stage.stride
@@ -43,22 +48,24 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
         channels = w
+        sizes = stage_feature_sizes(cfg)
+        size = _stem_output_size(cfg)
         self._stage_names: list[str] = []
         for s, stage in enumerate(cfg.stages):
             blocks = []
             for b, block in enumerate(stage.blocks):
                 blocks.append(block_cls(
                     channels, stage.width, stage.stride if b == 0 else 1, block.attention,
-                    groups=cfg.groups, base_width=cfg.base_width, shortcut=cfg.shortcut,
-                    where=f"stages[{s}].blocks[{b}].attention",
+                    groups=cfg.groups, base_width=cfg.base_width, shortcut=cfg.shortcut, stride_on=cfg.stride_on,
+                    where=f"stages[{s}].blocks[{b}].attention", in_size=size, out_size=sizes[s],
                 ))
-                channels = blocks[-1].out_channels
+                channels, size = blocks[-1].out_channels, sizes[s]
             name = f"layer{s + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self._stage_names.append(name)
             if stage.transition is not None and stage.transition.type != "none":
                 tname = f"transition{s + 1}"
-                self.add_module(tname, build_attention(stage.transition, channels, f"stages[{s}].transition"))
+                self.add_module(tname, build_attention(stage.transition, channels, f"stages[{s}].transition", size))
                 self._stage_names.append(tname)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, cfg.num_classes)

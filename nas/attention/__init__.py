@@ -1,15 +1,37 @@
-"""Attention modules, one per file, built by name through one registry."""
+"""Attention modules, one per file, built by name through one registry.
+
+    create_attention("se", 256, r=8)      # any module: name, channels, hyper-parameters
+"""
 from ._registry import (
     KINDS,
     attention_defaults,
     attention_kind,
     attention_names,
     create_attention,
+    module_class,
     register_attention,
 )
+from .bam import BAM
+from .cbam import CBAM
+from .danet import DualAttention
+from .ea import ExternalAttention
+from .eca import ECA
 from .none import NoAttention
+from .psa import PSAConv
+from .sa import ShuffleAttention
+from .se import SqueezeExcite
+from .sk import SKConv
 
 register_attention("none", NoAttention)
+register_attention("se", SqueezeExcite)
+register_attention("sk", SKConv)
+register_attention("eca", ECA)
+register_attention("cbam", CBAM)
+register_attention("bam", BAM)
+register_attention("sa", ShuffleAttention)
+register_attention("psa", PSAConv)
+register_attention("danet", DualAttention)
+register_attention("ea", ExternalAttention)
 
 __all__ = [
     "KINDS",
@@ -17,5 +39,6 @@ __all__ = [
     "attention_kind",
     "attention_names",
     "create_attention",
+    "module_class",
     "register_attention",
 ]

@@ -52,6 +52,11 @@ def _lookup(name: str) -> type[nn.Module]:
         ) from None
 
 
+def module_class(name: str) -> type[nn.Module]:
+    """The class registered under ``name``."""
+    return _lookup(name)
+
+
 def attention_kind(name: str) -> str:
     """``gate``, ``conv`` or ``transition`` (see module docstring)."""
     return _lookup(name).kind

@@ -1,0 +1,38 @@
+"""Convolutional Block Attention Module (Woo et al., arXiv 1807.06521).
+
+Channel attention (Eq. 2): M_c = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F))),
+one MLP C -> C/r -> C with biases shared by both descriptors. Spatial
+attention (Eq. 3): M_s = sigmoid(BN(conv_kxk([mean_c(F'); max_c(F')]))),
+2 -> 1 channels, k = 7, no conv bias, BN as in the official code. Applied in
+sequence (Eq. 1): F' = M_c * F, F'' = M_s * F'.
+Parameters: 2 C^2 / r + C / r + C + 2 k^2 + 2.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_int
+
+
+class CBAM(nn.Module):
+    kind = "gate"
+
+    def __init__(self, channels: int, *, r: int = 16, spatial_kernel: int = 7) -> None:
+        super().__init__()
+        check_int("cbam", "r", r, 1, channels)
+        check_choice("cbam", "spatial_kernel", spatial_kernel, (3, 5, 7))
+        hidden = channels // r
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
+        self.spatial_bn = nn.BatchNorm2d(1)
+
+    def _mlp(self, z: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(z)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * (self._mlp(x.mean((2, 3), keepdim=True)) + self._mlp(x.amax((2, 3), keepdim=True))).sigmoid()
+        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        return x * self.spatial_bn(self.spatial(maps)).sigmoid()

@@ -1,0 +1,53 @@
+"""Pyramid Split Attention (Zhang et al., "EPSANet", arXiv 2105.14447).
+Replaces a bottleneck's 3x3 conv unit.
+
+SPC (sec. 3.2, Eq. 1-2): S = len(kernels) parallel convs, part i with kernel
+k_i and groups g_i, each producing C/S channels (default kernels 3, 5, 7, 9
+with groups 1, 4, 8, 16). SEWeight (Eq. 3-4): one SE module (C/S -> C/(S r)
+-> C/S, with biases, r = 16) shared by all parts gives each part's channel
+weights; softmax across the S parts (Eq. 6) recalibrates them (Eq. 7-8) and
+the parts are concatenated (Eq. 9). Followed by BN and ReLU, as the block's
+3x3 conv would be. Parameters: sum_i k_i^2 C_in (C/S) / g_i + 2 (C/S)^2/r +
+C/(S r) + C/S + 2 C.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_divides, check_int, check_int_list, check_odd
+
+
+class PSAConv(nn.Module):
+    kind = "conv"
+
+    def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1,
+                 kernels: list[int] = (3, 5, 7, 9), groups: list[int] = (1, 4, 8, 16), r: int = 16) -> None:
+        super().__init__()
+        out = channels if out_channels is None else out_channels
+        kernels = check_int_list("psa", "kernels", kernels)
+        groups = check_int_list("psa", "groups", groups, len(kernels))
+        parts = len(kernels)
+        check_divides("psa", "len(kernels)", parts, out, "output channels")
+        split = out // parts
+        for k, g in zip(kernels, groups):
+            check_odd("psa", "kernels", k)
+            check_divides("psa", "groups", g, channels, "input channels")
+            check_divides("psa", "groups", g, split, "output channels / len(kernels)")
+        check_int("psa", "r", r, 1, split)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(channels, split, k, stride=stride, padding=k // 2, groups=g, bias=False)
+            for k, g in zip(kernels, groups)
+        )
+        self.se_fc1 = nn.Conv2d(split, split // r, 1)
+        self.se_fc2 = nn.Conv2d(split // r, split, 1)
+        self.bn = nn.BatchNorm2d(out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = torch.stack([conv(x) for conv in self.convs], dim=1)  # n x S x C/S x H x W
+        n, s, c = feats.shape[:3]
+        pooled = feats.mean((3, 4)).reshape(n * s, c, 1, 1)
+        weights = self.se_fc2(F.relu(self.se_fc1(pooled))).sigmoid().view(n, s, c, 1, 1).softmax(dim=1)
+        out = (feats * weights).flatten(1, 2)
+        return F.relu(self.bn(out), inplace=True)

@@ -1,0 +1,44 @@
+"""Shuffle Attention (Zhang & Yang, "SA-Net", arXiv 2102.00240).
+
+Channels are split into G groups; each group splits in half. The channel
+half is scaled by sigmoid(w_c * GAP(x) + b_c) (Eq. 3), the spatial half by
+sigmoid(w_s * GN(x) + b_s) (Eq. 4), with per-channel w, b of size C/(2G)
+shared across groups. The halves are concatenated and channels shuffled with
+2 groups so information crosses the halves. G must divide C/2.
+Parameters: 6 * C / (2G) = 3 C / G (w_c, b_c, w_s, b_s and GroupNorm's affine).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_divides, check_int
+
+
+class ShuffleAttention(nn.Module):
+    kind = "gate"
+
+    def __init__(self, channels: int, *, groups: int = 64) -> None:
+        super().__init__()
+        check_int("sa", "groups", groups, 1)
+        if channels % 2:
+            raise ValueError(f"sa: channels must be even, got {channels}")
+        check_divides("sa", "groups", groups, channels // 2, "C/2")
+        self.groups = groups
+        half = channels // (2 * groups)
+        # initial values of the official code: the gates start at sigmoid(1)
+        self.channel_weight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.channel_bias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.spatial_weight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.spatial_bias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.norm = nn.GroupNorm(half, half)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        x = x.reshape(n * self.groups, c // self.groups, h, w)
+        xc, xs = x.chunk(2, dim=1)
+        xc = xc * (self.channel_weight * xc.mean((2, 3), keepdim=True) + self.channel_bias).sigmoid()
+        xs = xs * (self.spatial_weight * self.norm(xs) + self.spatial_bias).sigmoid()
+        out = torch.cat([xc, xs], dim=1).reshape(n, c, h, w)
+        # channel shuffle with 2 groups
+        return out.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)

@@ -1,0 +1,58 @@
+"""Selective Kernel convolution (Li et al., "Selective Kernel Networks",
+arXiv 1903.06586). Replaces a block's 3x3 conv unit.
+
+Split (sec. 3.1): M branches of 3x3 group convs (G groups) with dilation
+d_m = (k_m - 1) / 2, so kernel k_m = 3, 5, 7, ... is realised as a dilated
+3x3, each followed by BN and ReLU. Fuse (Eq. 1-3): U = sum_m U_m,
+s = GAP(U), z = ReLU(BN(W s)) with W: C -> d, d = max(C / r, L).
+Select (Eq. 5-6): a_m = softmax over m of (A_m z), A_m: d -> C, per channel;
+V = sum_m a_m * U_m. Defaults M = 2, G = 32, r = 16, L = 32.
+Parameters: M (9 C_in C / G + 2 C) + C d + 2 d + M d C.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._checks import check_divides, check_int, check_int_list, check_odd
+
+
+class SKConv(nn.Module):
+    kind = "conv"
+
+    def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1, M: int = 2,
+                 G: int = 32, r: int = 16, L: int = 32, kernels: list[int] | None = None) -> None:
+        super().__init__()
+        out = channels if out_channels is None else out_channels
+        check_int("sk", "M", M, 1)
+        check_divides("sk", "G", G, channels, "input channels")
+        check_divides("sk", "G", G, out, "output channels")
+        check_int("sk", "r", r, 1, out)
+        check_int("sk", "L", L, 1)
+        kernels = [3 + 2 * m for m in range(M)] if kernels is None else check_int_list("sk", "kernels", kernels, M)
+        for k in kernels:
+            check_odd("sk", "kernels", k, 3)
+        self.kernels = kernels
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, out, 3, stride=stride, padding=(k - 1) // 2, dilation=(k - 1) // 2,
+                          groups=G, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            )
+            for k in kernels
+        )
+        d = max(out // r, L)
+        self.fc = nn.Conv2d(out, d, 1, bias=False)
+        self.fc_bn = nn.BatchNorm2d(d)
+        # the M FCs A_m stacked into one conv; no bias, as in the official SKNet
+        self.select = nn.Conv2d(d, out * M, 1, bias=False)
+        self.M = M
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # n x M x C x H x W
+        z = F.relu(self.fc_bn(self.fc(feats.sum(1).mean((2, 3), keepdim=True))))
+        n, m, c = feats.shape[:3]
+        weights = self.select(z).view(n, m, c, 1, 1).softmax(dim=1)
+        return (feats * weights).sum(1)
