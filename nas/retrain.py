@@ -1,0 +1,133 @@
+"""Retrain the exact model of an architecture YAML at full budget
+(``python search.py train CONFIG.yaml``), report validation and test
+accuracy, and save a checkpoint and a results file next to the YAML.
+
+The test split is touched here and nowhere in the search.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .config import ArchConfig, load_config
+from .data import DEFAULT_VAL_SIZE, channel_stats, load_dataset, make_splits
+from .device import configure_threads, resolve_runtime
+from .errors import ConfigError, NasError
+from .models import build_model
+from .train import Recipe, evaluate, train
+
+CHECKPOINT_FORMAT = 1
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import torchvision
+
+    from . import __version__
+
+    # str(): torch's version is a str subclass that YAML will not represent
+    return {"nas": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "optuna": str(optuna.__version__), "python": platform.python_version()}
+
+
+def train_config(config_path: str | Path, *, epochs: float | None = None, batch_size: int | None = None,
+                 lr: float | None = None, seed: int = 0, val_size: int | None = None, subset: int | None = None,
+                 data: str | None = None, dataset: str | None = None, device: str | None = None,
+                 precision: str = "auto", output: str | Path | None = None,
+                 progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    path = Path(config_path)
+    cfg = load_config(path)
+    dataset = dataset or cfg.meta.get("dataset", "cifar10")
+    runtime = resolve_runtime(device, precision)
+    threads = configure_threads()
+
+    images = load_dataset(dataset, root=data)
+    if images.num_classes != cfg.num_classes:
+        raise ConfigError(f"{path}: num_classes is {cfg.num_classes} but {dataset} has {images.num_classes} classes")
+    if images.image_size != (cfg.input_size, cfg.input_size):
+        raise ConfigError(f"{path}: input_size is {cfg.input_size} but {dataset} images are "
+                          f"{images.image_size[0]}x{images.image_size[1]}")
+    splits = make_splits(images.train_labels, DEFAULT_VAL_SIZE if val_size is None else val_size,
+                         seed=seed, subset=subset)
+    mean, std = channel_stats(images.train_images, splits.train)
+
+    recipe = Recipe(seed=seed)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            if value <= 0:
+                raise NasError(f"--{key.replace('_', '-')}: must be > 0, got {value}")
+            setattr(recipe, key, value)
+
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    started = time.perf_counter()
+    result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
+                   images.train_images[splits.val], images.train_labels[splits.val], mean, std,
+                   recipe, runtime, progress=progress)
+    test_accuracy = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
+                             recipe.eval_batch_size)
+    wall = time.perf_counter() - started
+
+    checkpoint = Path(output) if output else path.with_suffix(".pt")
+    save_checkpoint(checkpoint, model, cfg, mean, std)
+    summary = {
+        "config": str(path),
+        "structure_hash": cfg.structure_hash(),
+        "dataset": dataset,
+        "data_fingerprint": images.fingerprint,
+        "seed": seed,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "lr": recipe.lr,
+        "train_images": int(splits.train.numel()),
+        "val_images": int(splits.val.numel()),
+        "val_accuracy": result.val_accuracy,
+        "test_accuracy": test_accuracy,
+        "rung_accuracies": [[e, a] for e, a in result.rung_accuracies],
+        "train_seconds": result.train_seconds,
+        "wall_seconds": wall,
+        "images_per_second": result.images_per_second,
+        "precision": result.precision,
+        "device": str(runtime.device),
+        "threads": threads,
+        "versions": versions(),
+        "checkpoint": str(checkpoint),
+    }
+    results_file = path.with_name(path.stem + ".results.yaml")
+    results_file.write_text(yaml.safe_dump(summary, sort_keys=False))
+    summary["results_file"] = str(results_file)
+    return summary
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ArchConfig, mean, std) -> None:
+    """A plain dict of tensors and strings, loadable with ``weights_only=True``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "state_dict": state, "structure_hash": cfg.structure_hash(),
+               "config_yaml": cfg.to_yaml(), "mean": list(mean), "std": list(std)}
+    tmp = Path(str(path) + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint behind
+
+
+def load_checkpoint(path: str | Path, cfg: ArchConfig | None = None) -> tuple[torch.nn.Module, dict]:
+    """Model with the checkpoint's weights. With ``cfg``, the checkpoint must
+    be of that architecture (same structural hash)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise NasError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # unpickling refused or file corrupt: one clear line
+        raise NasError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    saved_cfg = ArchConfig.from_yaml(payload["config_yaml"], source=str(path))
+    if cfg is not None and cfg.structure_hash() != payload["structure_hash"]:
+        raise ConfigError(f"checkpoint {path} is of architecture {payload['structure_hash']}, "
+                          f"the config is {cfg.structure_hash()}")
+    model = build_model(cfg or saved_cfg)
+    model.load_state_dict(payload["state_dict"])
+    return model, payload

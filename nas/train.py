@@ -1,0 +1,264 @@
+"""The proxy trainer: every trial of the search runs through :func:`train`.
+
+Speed on a small CPU comes from not doing needless work:
+
+* the whole training set stays in memory as uint8, reflect-padded once
+  (N x 40 x 40 x 3, channels-last), so a batch is one gather: random crop
+  and horizontal flip are folded into the gather's indices, per sample, with
+  no PIL, no DataLoader workers and no per-sample Python;
+* the model and its inputs are channels_last, the layout oneDNN's kernels
+  want, and run under bf16 autocast where the CPU has bf16 units;
+* normalisation happens once per batch on the gathered uint8 values.
+
+Recipe: SGD with Nesterov momentum, linear warm-up then linear decay to zero
+over the whole budget (the one-cycle shape of Smith & Topin, arXiv
+1708.07120), label smoothing, weight decay on conv and linear weights only
+(not on norms and biases). The budget is epochs over the training subset,
+split into rungs; after each rung the validation accuracy goes to a callback
+that may stop the run.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .device import Runtime, resolve_runtime
+
+#: ``callback(rung_index, epochs_done, val_accuracy) -> bool``: True stops training
+RungCallback = Callable[[int, float, float], bool]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Recipe:
+    """How to train: budget and optimiser settings."""
+
+    epochs: float = 30.0
+    #: epochs after which validation accuracy is measured and reported; the
+    #: last rung is always ``epochs``. Empty: only at the end.
+    rungs: Sequence[float] = ()
+    batch_size: int = 256
+    lr: float = 0.4  # peak learning rate for batch_size (linear scaling: 0.1 per 64 images)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    eval_batch_size: int = 1000
+    pad: int = 4
+    seed: int = 0
+
+    def rung_epochs(self) -> list[float]:
+        rungs = sorted({float(r) for r in self.rungs if 0 < r < self.epochs} | {float(self.epochs)})
+        return rungs
+
+
+@dataclass
+class TrainResult:
+    val_accuracy: float
+    rung_accuracies: list[tuple[float, float]]  # (epochs done, val accuracy)
+    stopped_early: bool
+    epochs_done: float
+    images_seen: int
+    train_seconds: float  # training steps only, evaluation excluded
+    eval_seconds: float
+    precision: str
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- data on tensors
+
+
+class TensorBatches:
+    """Training images as one padded uint8 tensor; :meth:`batch` returns a
+    normalised, augmented float batch in channels_last layout."""
+
+    def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
+                 pad: int, device: torch.device) -> None:
+        # N x C x H x W uint8 -> N x (H+2p) x (W+2p) x C, reflect-padded once
+        n, c, h, w = images.shape
+        padded = F.pad(images.float(), (pad, pad, pad, pad), mode="reflect") if pad else images.float()
+        self.images = padded.to(torch.uint8).permute(0, 2, 3, 1).contiguous().to(device)
+        self.labels = labels.to(device)
+        self.size, self.pad, self.channels = (h, w), pad, c
+        self.scale = (1.0 / (255.0 * torch.tensor(std))).to(device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).to(device)
+        self._rows = torch.arange(h, device=device)
+        self._cols = torch.arange(w, device=device)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices: Tensor, generator: torch.Generator | None, augment: bool = True) -> tuple[Tensor, Tensor]:
+        b = indices.numel()
+        p = self.pad
+        if augment and p:
+            dy = torch.randint(0, 2 * p + 1, (b, 1), generator=generator).to(indices.device)
+            dx = torch.randint(0, 2 * p + 1, (b, 1), generator=generator).to(indices.device)
+        else:
+            dy = dx = torch.full((b, 1), p, device=indices.device)
+        rows = dy + self._rows  # b x H
+        cols = dx + self._cols  # b x W
+        if augment:
+            flip = torch.rand(b, 1, generator=generator).to(indices.device) < 0.5
+            cols = torch.where(flip, cols.flip(1), cols)
+        # one gather does crop and flip for every sample: b x H x W x C
+        x = self.images[indices.view(b, 1, 1), rows.view(b, -1, 1), cols.view(b, 1, -1)]
+        x = x.float().mul_(self.scale).add_(self.shift)
+        # b x H x W x C viewed as b x C x H x W is exactly the channels_last layout
+        return x.permute(0, 3, 1, 2), self.labels[indices]
+
+
+def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 N x C x H x W -> normalised float, channels_last."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
+    return ((images.float() - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
+             runtime: Runtime | None = None, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in eval mode over uint8 ``images``."""
+    runtime = runtime or resolve_runtime()
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = normalise(images[start:start + batch_size].to(runtime.device), mean, std)
+            with runtime.autocast():
+                pred = model(x).argmax(1)
+            correct += (pred == labels[start:start + batch_size].to(runtime.device)).sum().item()
+    finally:
+        model.train(was_training)
+    return correct / max(1, images.shape[0])
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv and linear weights only: decaying BN scales and
+    biases only fights the normalisation (Goyal et al., arXiv 1706.02677)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_images: Tensor, val_labels: Tensor,
+          mean: Sequence[float], std: Sequence[float], recipe: Recipe | None = None,
+          runtime: Runtime | None = None, callback: RungCallback | None = None,
+          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Train ``model`` in place on uint8 ``train_images`` and report
+    validation accuracy at each rung.
+
+    ``progress(step, total_steps, loss)`` is called every few steps (for a
+    progress bar); ``callback`` after each rung (True stops the run).
+    Raises :class:`DivergedError` on a non-finite loss.
+    """
+    recipe = recipe or Recipe()
+    runtime = runtime or resolve_runtime()
+    dev = runtime.device
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+
+    model.to(dev).to(memory_format=torch.channels_last).train()
+    data = TensorBatches(train_images, train_labels, mean, std, recipe.pad, dev)
+    n = len(data)
+    batch_size = min(recipe.batch_size, n)
+    steps_per_epoch = n / batch_size
+    total_steps = max(1, math.ceil(recipe.epochs * steps_per_epoch))
+    rung_steps = [max(1, min(total_steps, math.ceil(e * steps_per_epoch))) for e in recipe.rung_epochs()]
+    warmup = min(total_steps, max(1, round(recipe.warmup_epochs * steps_per_epoch)))
+
+    opt = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=True)
+    scaler = torch.amp.GradScaler(dev.type) if runtime.needs_grad_scaler else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    order = torch.empty(0, dtype=torch.long)
+    cursor = 0
+    rung_acc: list[tuple[float, float]] = []
+    history: list[dict] = []
+    train_seconds = eval_seconds = 0.0
+    stopped = False
+    step = 0
+    started = time.perf_counter()
+    for rung_index, end in enumerate(rung_steps):
+        while step < end:
+            if cursor + batch_size > order.numel():  # next epoch: a fresh permutation, drop the remainder
+                order = torch.randperm(n, generator=generator)
+                cursor = 0
+            idx = order[cursor:cursor + batch_size].to(dev)
+            cursor += batch_size
+            x, y = data.batch(idx, generator)
+            lr = _lr_at(step, total_steps, warmup, recipe.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with runtime.autocast():
+                loss = criterion(model(x), y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise DivergedError(
+                    f"loss became {loss_value} at step {step + 1} of {total_steps} "
+                    f"(epoch {(step + 1) / steps_per_epoch:.2f}, lr {lr:.4g})"
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            step += 1
+            if progress is not None and (step % 10 == 0 or step == total_steps):
+                progress(step, total_steps, loss_value)
+        train_seconds += time.perf_counter() - started
+        t0 = time.perf_counter()
+        acc = evaluate(model, val_images, val_labels, mean, std, runtime, recipe.eval_batch_size)
+        eval_seconds += time.perf_counter() - t0
+        epochs_done = step / steps_per_epoch
+        rung_acc.append((epochs_done, acc))
+        history.append({"rung": rung_index, "epochs": epochs_done, "val_accuracy": acc, "step": step,
+                        "train_seconds": train_seconds})
+        wants_stop = callback is not None and callback(rung_index, epochs_done, acc)
+        if wants_stop and rung_index < len(rung_steps) - 1:
+            stopped = True
+            break
+        started = time.perf_counter()
+    return TrainResult(
+        val_accuracy=rung_acc[-1][1],
+        rung_accuracies=rung_acc,
+        stopped_early=stopped,
+        epochs_done=step / steps_per_epoch,
+        images_seen=step * batch_size,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        precision=runtime.precision,
+        history=history,
+    )
