@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the model a YAML describes on the training split; report validation "
                                    "and test accuracy; save a checkpoint and a results file next to the YAML.")
     t.add_argument("config", help="architecture YAML (from export, or written by hand)")
-    t.add_argument("--epochs", type=float, default=None, help="training epochs (default: the recipe's)")
+    t.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50)")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None, help="peak learning rate")
     t.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .attention._pool import global_avg_pool
 from .blocks import BLOCKS, build_attention
 from .config import ArchConfig
 from .errors import ConfigError
@@ -67,7 +68,6 @@ class ResNet(nn.Module):
                 tname = f"transition{s + 1}"
                 self.add_module(tname, build_attention(stage.transition, channels, f"stages[{s}].transition", size))
                 self._stage_names.append(tname)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, cfg.num_classes)
         self.num_features = channels
         self._init_weights()
@@ -97,7 +97,9 @@ class ResNet(nn.Module):
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.forward_features(x)).flatten(1)
+        # global_avg_pool, not nn.AdaptiveAvgPool2d: its gradient keeps the
+        # channels_last layout, so the last block's backward stays on fast kernels
+        x = global_avg_pool(self.forward_features(x)).flatten(1)
         return self.fc(x)
 
 

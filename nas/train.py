@@ -42,7 +42,10 @@ class DivergedError(RuntimeError):
 class Recipe:
     """How to train: budget and optimiser settings."""
 
-    epochs: float = 30.0
+    epochs: float = 50.0
+    #: alternative budget: images to train on (replaces ``epochs`` when set),
+    #: so trials on subsets of different sizes can get the same compute
+    images: int | None = None
     #: epochs after which validation accuracy is measured and reported; the
     #: last rung is always ``epochs``. Empty: only at the end.
     rungs: Sequence[float] = ()
@@ -56,9 +59,13 @@ class Recipe:
     pad: int = 4
     seed: int = 0
 
-    def rung_epochs(self) -> list[float]:
-        rungs = sorted({float(r) for r in self.rungs if 0 < r < self.epochs} | {float(self.epochs)})
-        return rungs
+    def budget_epochs(self, train_images: int) -> float:
+        """The budget in epochs over ``train_images`` images."""
+        return self.images / train_images if self.images is not None else self.epochs
+
+    def rung_epochs(self, train_images: int | None = None) -> list[float]:
+        total = self.epochs if train_images is None else self.budget_epochs(train_images)
+        return sorted({float(r) for r in self.rungs if 0 < r < total} | {float(total)})
 
 
 @dataclass
@@ -191,8 +198,10 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
     n = len(data)
     batch_size = min(recipe.batch_size, n)
     steps_per_epoch = n / batch_size
-    total_steps = max(1, math.ceil(recipe.epochs * steps_per_epoch))
-    rung_steps = [max(1, min(total_steps, math.ceil(e * steps_per_epoch))) for e in recipe.rung_epochs()]
+    if recipe.images is not None and recipe.images < 1:
+        raise ValueError(f"images budget must be >= 1, got {recipe.images}")
+    total_steps = max(1, math.ceil(recipe.budget_epochs(n) * steps_per_epoch))
+    rung_steps = [max(1, min(total_steps, math.ceil(e * steps_per_epoch))) for e in recipe.rung_epochs(n)]
     warmup = min(total_steps, max(1, round(recipe.warmup_epochs * steps_per_epoch)))
 
     opt = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,

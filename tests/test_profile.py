@@ -53,8 +53,8 @@ def test_attention_macs_in_main_figure_elementwise_separate():
     cost = nas.profile(_Wrap(create_attention("se", C, r=r)), (C, H, H))
     h = C // r
     assert cost["macs"] == C * h + h * C  # the two FCs (bias adds are not MACs)
-    # mean over C*H*W inputs, ReLU on h, sigmoid on C, scale C*H*W
-    assert cost["elementwise"] == C * H * H + h + C + C * H * H
+    # average pool: sum over C*H*W inputs and C divisions; ReLU on h, sigmoid on C, scale C*H*W
+    assert cost["elementwise"] == C * H * H + C + h + C + C * H * H
     assert cost["params"] == 2 * C * h + h + C
 
 

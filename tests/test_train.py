@@ -102,6 +102,12 @@ def test_short_run_beats_chance_and_is_reproducible(cifar):
     assert c.val_accuracy != a.val_accuracy  # the seed matters
 
 
+def test_budget_in_images_replaces_epochs(cifar):
+    _, result = _run(cifar, images=1500, rungs=(0.2,))
+    assert result.images_seen == 1500  # 15 steps of 100 on 3,000 images: half an epoch
+    assert [e for e, _ in result.rung_accuracies] == [0.2, 0.5]
+
+
 def test_divergence_raises_with_the_step(cifar):
     with pytest.raises(DivergedError, match=r"loss became (nan|inf) at step \d+ of 60"):
         _run(cifar, lr=1e8, warmup_epochs=0)

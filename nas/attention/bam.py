@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ._checks import check_int
+from ._pool import global_avg_pool
 
 
 class BAM(nn.Module):
@@ -38,5 +39,5 @@ class BAM(nn.Module):
         self.spatial_gate = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        attention = (self.channel_gate(x.mean((2, 3), keepdim=True)) + self.spatial_gate(x)).sigmoid()
+        attention = (self.channel_gate(global_avg_pool(x)) + self.spatial_gate(x)).sigmoid()
         return x + x * attention

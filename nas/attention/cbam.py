@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int
+from ._pool import global_avg_pool
 
 
 class CBAM(nn.Module):
@@ -33,6 +34,6 @@ class CBAM(nn.Module):
         return self.fc2(F.relu(self.fc1(z)))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * (self._mlp(x.mean((2, 3), keepdim=True)) + self._mlp(x.amax((2, 3), keepdim=True))).sigmoid()
+        x = x * (self._mlp(global_avg_pool(x)) + self._mlp(x.amax((2, 3), keepdim=True))).sigmoid()
         maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
         return x * self.spatial_bn(self.spatial(maps)).sigmoid()

@@ -13,6 +13,7 @@ import math
 from torch import Tensor, nn
 
 from ._checks import check_int, check_odd
+from ._pool import global_avg_pool
 
 
 def adaptive_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -34,5 +35,5 @@ class ECA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c = x.shape[:2]
-        y = self.conv(x.mean((2, 3)).view(n, 1, c))  # channels become the 1-D sequence
+        y = self.conv(global_avg_pool(x).view(n, 1, c))  # channels become the 1-D sequence
         return x * y.sigmoid().view(n, c, 1, 1)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_divides, check_int, check_int_list, check_odd
+from ._pool import global_avg_pool
 
 
 class PSAConv(nn.Module):
@@ -47,7 +48,7 @@ class PSAConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = torch.stack([conv(x) for conv in self.convs], dim=1)  # n x S x C/S x H x W
         n, s, c = feats.shape[:3]
-        pooled = feats.mean((3, 4)).reshape(n * s, c, 1, 1)
+        pooled = global_avg_pool(feats).reshape(n * s, c, 1, 1)
         weights = self.se_fc2(F.relu(self.se_fc1(pooled))).sigmoid().view(n, s, c, 1, 1).softmax(dim=1)
         out = (feats * weights).flatten(1, 2)
         return F.relu(self.bn(out), inplace=True)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_divides, check_int
+from ._pool import global_avg_pool
 
 
 class ShuffleAttention(nn.Module):
@@ -37,7 +38,7 @@ class ShuffleAttention(nn.Module):
         n, c, h, w = x.shape
         x = x.reshape(n * self.groups, c // self.groups, h, w)
         xc, xs = x.chunk(2, dim=1)
-        xc = xc * (self.channel_weight * xc.mean((2, 3), keepdim=True) + self.channel_bias).sigmoid()
+        xc = xc * (self.channel_weight * global_avg_pool(xc) + self.channel_bias).sigmoid()
         xs = xs * (self.spatial_weight * self.norm(xs) + self.spatial_bias).sigmoid()
         out = torch.cat([xc, xs], dim=1).reshape(n, c, h, w)
         # channel shuffle with 2 groups

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int
+from ._pool import global_avg_pool
 
 GATES = {"sigmoid": nn.Sigmoid, "hard_sigmoid": nn.Hardsigmoid}
 
@@ -33,5 +34,5 @@ class SqueezeExcite(nn.Module):
         self.gate = GATES[gate]()
 
     def forward(self, x: Tensor) -> Tensor:
-        z = x.mean((2, 3), keepdim=True) if self.squeeze == "avg" else x.amax((2, 3), keepdim=True)
+        z = global_avg_pool(x) if self.squeeze == "avg" else x.amax((2, 3), keepdim=True)
         return x * self.gate(self.fc2(F.relu(self.fc1(z))))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_divides, check_int, check_int_list, check_odd
+from ._pool import global_avg_pool
 
 
 class SKConv(nn.Module):
@@ -52,7 +53,7 @@ class SKConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # n x M x C x H x W
-        z = F.relu(self.fc_bn(self.fc(feats.sum(1).mean((2, 3), keepdim=True))))
+        z = F.relu(self.fc_bn(self.fc(global_avg_pool(feats.sum(1)))))
         n, m, c = feats.shape[:3]
         weights = self.select(z).view(n, m, c, 1, 1).softmax(dim=1)
         return (feats * weights).sum(1)

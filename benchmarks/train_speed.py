@@ -1,0 +1,156 @@
+"""Training throughput: this project's trainer against a naive PyTorch recipe.
+
+Same model (resnet20 with SE in every block, ``nas.paper_config``), same
+batch size, same number of timed steps, same SGD settings, one run, side by
+side:
+
+(a) ``nas.train.train``: uint8 images in memory, crop and flip batched on
+    tensors, channels_last, bf16 autocast where the CPU has bf16 units;
+(b) the usual recipe: fp32, NCHW, a torchvision ``DataLoader`` with
+    ``num_workers=2`` over the same images as PIL images, with
+    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor`` and
+    ``Normalize``.
+
+The first ``--warmup`` steps of each (allocator, oneDNN kernel selection,
+worker start-up) are not timed. Prints images/s of both, the ratio, and the
+achieved training GFLOP/s (3 x forward MACs x 2 FLOPs per image) against this
+machine's matmul peak in the dtype each one used, measured here too.
+
+    python benchmarks/train_speed.py [--data DIR] [--steps 60] [--batch-size 256]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import nas
+from nas.data import channel_stats, load_dataset, make_splits
+from nas.device import configure_threads, resolve_runtime
+from nas.train import Recipe, train
+
+
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072), repeats: int = 10) -> float:
+    """Best GFLOP/s of square matmuls in ``dtype`` over a few sizes."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+class _StepClock:
+    """Progress callback of ``nas.train.train``: wall time from step
+    ``warmup`` to the last step (called every 10 steps)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        if step == self.warmup:
+            self.start = time.perf_counter()
+        if step == total:
+            self.end, self.steps = time.perf_counter(), total - self.warmup
+
+
+def run_ours(cfg, images, labels, mean, std, batch_size: int, warmup: int, steps: int) -> tuple[float, str]:
+    n = (warmup + steps) * batch_size
+    model = nas.build_model(cfg)
+    clock = _StepClock(warmup)
+    recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.1, warmup_epochs=0.1, seed=0)
+    result = train(model, images[:n], labels[:n], images[:500], labels[:500], mean, std, recipe,
+                   resolve_runtime(), progress=clock)
+    return clock.steps * batch_size / (clock.end - clock.start), result.precision
+
+
+class _PILImages(torch.utils.data.Dataset):
+    """The uint8 tensors as torchvision's CIFAR10 serves them: one HWC numpy
+    array per image, turned into a PIL image and transformed per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform) -> None:
+        self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def run_naive(cfg, images, labels, mean, std, batch_size: int, warmup: int, steps: int) -> float:
+    from torchvision import transforms
+
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+    n = (warmup + steps) * batch_size
+    loader = torch.utils.data.DataLoader(_PILImages(images[:n], labels[:n], transform), batch_size=batch_size,
+                                         shuffle=True, num_workers=2, drop_last=True)
+    torch.manual_seed(0)
+    model = nas.build_model(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    start = None
+    for step, (x, y) in enumerate(loader):
+        if step == warmup:
+            start = time.perf_counter()
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="CIFAR-10 folder (default: $NAS_DATA, else data/cifar10)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps of each (a multiple of 10)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed first steps (a multiple of 10)")
+    args = parser.parse_args()
+    if args.steps % 10 or args.warmup % 10 or args.warmup < 10:
+        parser.error("--steps and --warmup must be multiples of 10 (the trainer reports every 10 steps)")
+
+    threads = configure_threads()
+    data = load_dataset("cifar10", args.data)
+    splits = make_splits(data.train_labels, 5000, seed=0)
+    images, labels = data.train_images[splits.train], data.train_labels[splits.train]
+    mean, std = channel_stats(images)
+    cfg = nas.paper_config("resnet20", "se")
+    macs = nas.profile(nas.build_model(cfg), 32)["macs"]
+    flops_per_image = 3 * macs * 2
+
+    ours, precision = run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+    naive = run_naive(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+    peak = {"fp32": matmul_peak(torch.float32)}
+    if precision != "fp32":
+        peak[precision] = matmul_peak({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+    print(f"# resnet20 + SE ({macs / 1e6:.2f} M MACs/image), batch {args.batch_size}, {args.steps} timed steps "
+          f"after {args.warmup} warm-up steps; torch {torch.__version__}, {threads} threads, "
+          f"{platform.machine()}, numpy {np.__version__}")
+    print(f"matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+    rows = [("(a) nas.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32")]
+    for name, ips, prec in rows:
+        gflops = ips * flops_per_image / 1e9
+        print(f"{name:<26} {ips:8.0f} images/s  {prec:>4}  {gflops:6.0f} GFLOP/s = "
+              f"{gflops / peak[prec]:5.1%} of the {prec} matmul peak")
+    print(f"ratio (a)/(b): {ours / naive:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
