@@ -26,10 +26,60 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
+COMMANDS = ("search", "spaces", "report", "export", "dashboard", "train")
+
+
+def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
+    p.add_argument("--study", required=study_required, default=None,
+                   help="study name" + ("" if study_required else " (default: the space's name)"))
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///studies/nas.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="search.py", description="Attention-aware neural architecture search.")
+        prog="search.py", description="Attention-aware neural architecture search. Without a command: "
+        "`search.py --space NAME ...` runs the search.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("search", help="run or resume a search (the default command)",
+                       description="Run or resume study NAME (default: the space's name): sample architectures "
+                                   "from the space, train each on the proxy budget with Pareto-aware halving, "
+                                   "and print the Pareto front of validation accuracy against MACs.")
+    s.add_argument("--space", required=True, help="a shipped space (see `search.py spaces`) or a YAML file")
+    _add_storage_args(s)
+    s.add_argument("--trials", type=int, default=100, help="stop after this many more trials (default: 100)")
+    s.add_argument("--timeout", type=float, default=1800,
+                   help="stop starting trials after this many seconds (default: 1800; 0: no limit)")
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    s.add_argument("--epochs", type=float, default=None, help="override the space's budget (last rung) in epochs")
+    s.add_argument("--subset", type=int, default=None, help="override the space's training subset size")
+    s.add_argument("--val-size", type=int, default=None, help="override the space's validation size")
+    s.add_argument("--data", metavar="DIR", help="dataset folder (default: $NAS_DATA, then data/<dataset>)")
+    _add_runtime_args(s)
+    s.set_defaults(func=_cmd_search)
+
+    sp = sub.add_parser("spaces", help="list the shipped search spaces")
+    sp.set_defaults(func=_cmd_spaces)
+
+    r = sub.add_parser("report", help="Pareto table, CSV, plot and hypervolume of a study")
+    _add_storage_args(r, study_required=True)
+    r.add_argument("--out", default=None, help="folder for trials.csv, pareto.csv, pareto.png "
+                   "(default: studies/STUDY/)")
+    r.set_defaults(func=_cmd_report)
+
+    e = sub.add_parser("export", help="write a chosen architecture to YAML, with its metrics and provenance")
+    _add_storage_args(e, study_required=True)
+    e.add_argument("--pick", default="knee", help="knee (default), accuracy or smallest, from the Pareto front")
+    e.add_argument("--max-macs", type=float, default=None, help="only front trials with at most this many MACs")
+    e.add_argument("--trial", type=int, default=None, help="export this trial instead of picking")
+    e.add_argument("-o", "--output", required=True, help="YAML file to write")
+    e.set_defaults(func=_cmd_export)
+
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard for the storage (127.0.0.1 by default)")
+    d.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///studies/nas.db)")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    d.add_argument("--port", type=int, default=8080)
+    d.set_defaults(func=_cmd_dashboard)
 
     t = sub.add_parser("train", help="train the exact model of an architecture YAML at full budget",
                        description="Train the model a YAML describes on the training split; report validation "
@@ -49,20 +99,123 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `search.py --space sk` is `search.py search --space sk`
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["search", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        print("error: a command is required; allowed: train", file=sys.stderr)
-        return 2
+    args.argv = argv
     try:
         return args.func(args) or 0
     except NasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchRun, format_front, mask_url, pareto_front, run_search
+    from .space import load_space
+
+    space = load_space(args.space)
+    f = space.fidelity
+    if args.epochs is not None:
+        if args.epochs <= 0:
+            raise NasError(f"--epochs: must be > 0, got {args.epochs:g}")
+        f.rungs = [r for r in f.rungs if r < args.epochs] + [float(args.epochs)]
+    if args.subset is not None:
+        if args.subset < 1:
+            raise NasError(f"--subset: must be >= 1, got {args.subset}")
+        f.subset = args.subset
+    if args.val_size is not None:
+        if args.val_size < 1:
+            raise NasError(f"--val-size: must be >= 1, got {args.val_size}")
+        f.val_size = args.val_size
+    if args.trials is not None and args.trials < 1:
+        raise NasError(f"--trials: must be >= 1, got {args.trials}")
+    study_name = args.study or space.name
+    command = "python search.py " + " ".join(args.argv[1:] if args.argv[0] == "search" else args.argv)
+    run = SearchRun(space=space, study_name=study_name, storage=args.storage, trials=args.trials,
+                    timeout=args.timeout or None, seed=args.seed, data=args.data, device=args.device,
+                    precision=args.precision, command=command)
+    try:
+        study = run_search(run, out=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"\ninterrupted: the running trial is marked FAIL, finished trials are kept in "
+              f"{mask_url(args.storage or 'sqlite:///studies/nas.db')}.\nresume with: {mask_url(command)}",
+              file=sys.stderr)
         return 130
+    front = pareto_front(study)
+    print(f"\nPareto front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
+    print(format_front(front) if front else "(no completed, trained trial yet)")
+    print(f"next: python search.py report --study {study_name}    "
+          f"python search.py export --study {study_name} --pick knee -o {study_name}-best.yaml")
+    return 0
+
+
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from .space import load_space, space_names
+
+    names = space_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {load_space(name).description}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .search import load_study
+
+    study = load_study(args.study, args.storage)
+    out = write_report(study, args.out or Path("studies") / args.study)
+    trials = out["trials"]
+    counts = trials.state.value_counts().to_dict() if len(trials) else {}
+    print(f"study {args.study!r}: {len(trials)} trials ("
+          + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")")
+    front = out["front"]
+    if len(front):
+        shown = front.assign(macs=(front.macs / 1e6).round(2).astype(str) + "M")
+        print(shown[["trial", "val_accuracy", "macs", "params", "attention"]].to_string(index=False))
+    else:
+        print("(no completed, trained trial yet)")
+    ref = out["reference"]
+    print(f"hypervolume {out['hypervolume']:.4f} (accuracy x MMACs; reference point: accuracy {ref[0]:g}, "
+          f"{ref[1] / 1e6:g}M MACs)")
+    print(f"wrote {out['trials_csv']}, {out['pareto_csv']}, {out['plot']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .report import export_trial, pick_trial
+    from .search import load_study
+
+    study = load_study(args.study, args.storage)
+    trial = pick_trial(study, args.pick, args.max_macs, args.trial)
+    out = export_trial(study, trial, args.output, args.storage)
+    how = f"trial {trial.number}" if args.trial is not None else f"{args.pick} of the Pareto front: trial {trial.number}"
+    print(f"exported {how} (val accuracy {out['val_accuracy']:.4f}, {out['macs'] / 1e6:.2f}M MACs, "
+          f"{out['params']:,} params, hash {out['structure_hash']}) to {out['path']}")
+    print(f"retrain it: python search.py train {out['path']}")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    from .search import mask_url, open_storage
+
+    storage = open_storage(args.storage)
+    print(f"optuna-dashboard for {mask_url(args.storage or 'sqlite:///studies/nas.db')} on "
+          f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        run_server(storage, host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 # --------------------------------------------------------------------------- train

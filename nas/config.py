@@ -300,10 +300,11 @@ def _parse_attention(data: Any, where: str) -> AttentionSpec:
         )
     position = _choice(data, "position", where, POSITIONS, default="standard")
     for key, value in params.items():
-        if not isinstance(value, (int, float, str, bool, list)) or (
+        # null is a value too: ECA's k_size: null means "adaptive" (its default)
+        if not (value is None or isinstance(value, (int, float, str, bool, list))) or (
             isinstance(value, list) and not all(isinstance(v, (int, float, str, bool)) for v in value)
         ):
-            raise ConfigError(f"{_join(where, key)}: expected a scalar or a list of scalars, got {value!r}")
+            raise ConfigError(f"{_join(where, key)}: expected null, a scalar or a list of scalars, got {value!r}")
     return AttentionSpec(type=type_, position=position, params=params)
 
 

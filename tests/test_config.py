@@ -178,3 +178,16 @@ def test_hand_written_yaml_builds(tmp_path):
     model = nas.build_model(cfg)
     import torch
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_null_parameter_round_trips_and_hashes_as_its_default():
+    # ECA's k_size: null means "adaptive", which is also its default
+    cfg = nas.preset_config("resnet20")
+    cfg.stages[0].blocks[0].attention = nas.AttentionSpec("eca", "standard", {"k_size": None})
+    assert nas.ArchConfig.from_yaml(cfg.to_yaml()) == cfg
+    implicit = nas.preset_config("resnet20")
+    implicit.stages[0].blocks[0].attention = nas.AttentionSpec("eca", "standard", {})
+    assert implicit.structure_hash() == cfg.structure_hash()
+    explicit = nas.preset_config("resnet20")
+    explicit.stages[0].blocks[0].attention = nas.AttentionSpec("eca", "standard", {"k_size": 3})
+    assert explicit.structure_hash() != cfg.structure_hash()

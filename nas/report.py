@@ -1,0 +1,238 @@
+"""What a finished (or running) study says: the table of trials, the Pareto
+front of validation accuracy against MACs, its hypervolume, a plot, and the
+export of one chosen architecture to a YAML that rebuilds it exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from . import halving
+from .config import ArchConfig
+from .errors import NasError
+from .models import build_model
+from .profile import profile
+from .search import DEFAULT_STORAGE, mask_url, pareto_front
+
+PICKS = ("knee", "accuracy", "smallest")
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial with its state, objectives, cost and rung results."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        rungs = a.get("rungs") or []
+        rows.append({
+            "trial": t.number,
+            "state": "INFEASIBLE" if "not_trained" in a else t.state.name,
+            "val_accuracy": t.values[0] if t.state == TrialState.COMPLETE and "not_trained" not in a
+            else (rungs[-1][1] if rungs else math.nan),
+            "epochs": rungs[-1][0] if rungs else 0.0,
+            "macs": a.get("macs"),
+            "params": a.get("params"),
+            "elementwise": a.get("elementwise"),
+            "structure_hash": a.get("structure_hash"),
+            "rungs": " ".join(f"{e:g}:{acc:.4f}" for e, acc in rungs),
+            "duplicate_of": a.get("duplicate_of"),
+            "train_seconds": a.get("train_seconds"),
+            "images_per_second": a.get("images_per_second"),
+            "seed": a.get("seed"),
+            "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
+            "note": a.get("not_trained") or a.get("fail_reason") or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def front_frame(study: optuna.Study) -> pd.DataFrame:
+    front = pareto_front(study)
+    return pd.DataFrame([{
+        "trial": t.number, "val_accuracy": t.values[0], "macs": int(t.values[1]), "params": t.user_attrs["params"],
+        "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
+        "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
+    } for t in front])
+
+
+# --------------------------------------------------------------------------- hypervolume
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (accuracy: higher is better, MACs: lower
+    is better) and bounded by ``reference`` = (accuracy, MACs) — the worst
+    corner. Points no better than the reference in both add nothing. MACs
+    are taken in millions so the figure reads as accuracy x MMACs."""
+    ref_acc, ref_macs = reference
+    useful = sorted({(a, m) for a, m in points if a > ref_acc and m < ref_macs}, key=lambda p: (p[1], -p[0]))
+    area, best_acc = 0.0, ref_acc
+    # sweep from the cheapest point: each adds the strip of accuracy it gains
+    # over everything cheaper, times the MACs left up to the reference
+    for acc, macs in useful:
+        if acc > best_acc:
+            area += (acc - best_acc) * (ref_macs - macs) / 1e6
+            best_acc = acc
+    return area
+
+
+def reference_point(study: optuna.Study) -> tuple[float, float]:
+    """(accuracy 0, MACs ceiling): the space's max_macs when it has one,
+    else twice the attention-free backbone's MACs."""
+    import yaml
+
+    from .space import parse_space
+
+    text = study.user_attrs.get("space_yaml")
+    if text is None:
+        raise NasError(f"study {study.study_name!r} was not made by search.py (no space recorded)")
+    data = yaml.safe_load(text)
+    ceiling = (data.get("constraints") or {}).get("max_macs")
+    if ceiling is not None:
+        return 0.0, float(ceiling)
+    space = parse_space(text, name=study.user_attrs.get("space_name", "space"))
+    base = space.base_config()
+    return 0.0, 2.0 * profile(build_model(base), base.input_size)["macs"]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
+    """Trials and front as CSV, the plot as PNG; returns paths and figures."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = trials_frame(study)
+    front = front_frame(study)
+    ref = reference_point(study)
+    hv = hypervolume([(r.val_accuracy, r.macs) for r in front.itertuples()], ref)
+    trials.to_csv(out / "trials.csv", index=False)
+    front.to_csv(out / "pareto.csv", index=False)
+    plot = out / "pareto.png"
+    _plot(trials, front, ref, hv, study.study_name, plot)
+    return {"trials": trials, "front": front, "hypervolume": hv, "reference": ref,
+            "trials_csv": out / "trials.csv", "pareto_csv": out / "pareto.csv", "plot": plot}
+
+
+def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna()]
+    pruned = trials[trials.state == "PRUNED"]
+    ax.scatter(pruned.macs / 1e6, pruned.val_accuracy, marker="x", color="0.6",
+               label="pruned (accuracy at its last rung)")
+    ax.scatter(done.macs / 1e6, done.val_accuracy, color="tab:blue", label="completed")
+    if len(front):
+        f = front.sort_values("macs")
+        ax.step(f.macs / 1e6, f.val_accuracy, where="post", color="tab:red", zorder=1)
+        ax.scatter(f.macs / 1e6, f.val_accuracy, color="tab:red", s=60, zorder=3, label="Pareto front")
+        for row in f.itertuples():
+            ax.annotate(str(row.trial), (row.macs / 1e6, row.val_accuracy), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"study {name}: hypervolume {hv:.3f} (reference: accuracy {ref[0]:g}, {ref[1] / 1e6:g}M MACs)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def pick_trial(study: optuna.Study, pick: str = "knee", max_macs: float | None = None,
+               trial_number: int | None = None) -> optuna.trial.FrozenTrial:
+    """A trained, completed trial: ``trial_number`` if given, else from the
+    Pareto front (under ``max_macs``) the most accurate, the smallest, or the
+    knee — the point furthest from the line joining those two, with both
+    objectives scaled to [0, 1] over the front."""
+    if trial_number is not None:
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        t = trials.get(trial_number)
+        if t is None:
+            raise NasError(f"--trial: study {study.study_name!r} has no trial {trial_number} "
+                           f"(trials 0..{len(trials) - 1})")
+        if t.state != TrialState.COMPLETE or "not_trained" in t.user_attrs:
+            raise NasError(f"--trial: trial {trial_number} is {t.state.name.lower()}"
+                           f"{' (infeasible, never trained)' if 'not_trained' in t.user_attrs else ''}; "
+                           "export takes a completed, trained trial")
+        return t
+    if pick not in PICKS:
+        raise NasError(f"--pick: {pick!r} is not one of {', '.join(PICKS)}")
+    front = pareto_front(study)
+    if not front:
+        raise NasError(f"study {study.study_name!r} has no completed, trained trial yet")
+    if max_macs is not None:
+        front = [t for t in front if t.values[1] <= max_macs]
+        if not front:
+            raise NasError(f"--max-macs: no Pareto-front trial has at most {max_macs:,.0f} MACs")
+    if pick == "accuracy":
+        return max(front, key=lambda t: (t.values[0], -t.values[1]))
+    if pick == "smallest":
+        return min(front, key=lambda t: (t.values[1], -t.values[0]))
+    return _knee(front)
+
+
+def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
+    accs = [t.values[0] for t in front]
+    macs = [t.values[1] for t in front]
+
+    def scaled(v, lo, hi):
+        return 0.0 if hi == lo else (v - lo) / (hi - lo)
+
+    pts = [(scaled(a, min(accs), max(accs)), scaled(m, min(macs), max(macs))) for a, m in zip(accs, macs)]
+    # the line from the smallest (0 MACs, 0 acc after scaling) to the most accurate (1, 1)
+    # distance of (a, m) to the diagonal a = m is |a - m| / sqrt(2); above the line: a > m
+    best = max(range(len(front)), key=lambda i: (pts[i][0] - pts[i][1], accs[i]))
+    return front[best]
+
+
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path,
+                 storage: str | None = None) -> dict[str, Any]:
+    """Write ``trial``'s architecture with its metrics and provenance; check
+    that the file rebuilds the same network (params, MACs, hash)."""
+    a = trial.user_attrs
+    cfg = ArchConfig.from_yaml(a["config"], source=f"trial {trial.number}")
+    metrics = {"val_accuracy": trial.values[0], "macs": a["macs"], "params": a["params"],
+               "elementwise": a.get("elementwise"), "structure_hash": a["structure_hash"],
+               "rungs": a.get("rungs")}
+    fidelity = a.get("fidelity") or study.user_attrs.get("fidelity") or {}
+    cfg.meta = {
+        "dataset": fidelity.get("dataset", "cifar10"),
+        "metrics": metrics,
+        "provenance": {
+            "study": study.study_name, "trial": trial.number,
+            "storage": mask_url(storage or DEFAULT_STORAGE),
+            "space": study.user_attrs.get("space_name"), "fidelity": fidelity, "seed": a.get("seed"),
+            "data_fingerprint": study.user_attrs.get("data_fingerprint"),
+            "versions": study.user_attrs.get("versions"),
+            "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    }
+    rebuilt = ArchConfig.from_yaml(cfg.to_yaml())
+    cost = profile(build_model(rebuilt), rebuilt.input_size)
+    got = {"params": cost["params"], "macs": cost["macs"], "structure_hash": rebuilt.structure_hash()}
+    want = {"params": a["params"], "macs": a["macs"], "structure_hash": a["structure_hash"]}
+    if got != want:  # would be a bug in the config round trip, never the user's fault
+        raise RuntimeError(f"exported config does not rebuild trial {trial.number}: {got} != {want}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cfg.save(path)
+    return {"path": str(path), "trial": trial.number, **metrics}
+
+
+def non_dominated(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated points (for tests and benchmarks)."""
+    return [i for i, r in enumerate(halving.nondominated_ranks(points)) if r == 0]

@@ -1,0 +1,412 @@
+"""The search: an Optuna study whose trials are architectures sampled from a
+:class:`~nas.space.SearchSpace`, trained by the proxy trainer and judged on
+(validation accuracy, MACs).
+
+One trial, in order (design.md sections 2, 6, 7):
+
+1. sample the architecture, build it, count its cost (MACs, params,
+   element-wise work) and write all of that, the structural hash and the
+   config YAML as user attrs *before* training, so even a failed or pruned
+   trial shows what it was;
+2. over the MACs/params ceiling: not trained, completed as infeasible
+   (accuracy 0 and a positive ``constraints`` attr, which the samplers'
+   ``constraints_func`` reads and the report excludes);
+3. an architecture already evaluated at the same fidelity (same structural
+   hash and budget): its result is reused, nothing is trained;
+4. otherwise train; after each rung the Pareto-aware halving rule
+   (:mod:`nas.halving`) decides whether it goes on; a stopped trial ends
+   PRUNED with its rung accuracies recorded.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from . import halving
+from .config import ArchConfig
+from .data import channel_stats, default_val_size, load_dataset, make_splits
+from .device import configure_threads, resolve_runtime
+from .errors import ConfigError, NasError
+from .models import build_model
+from .profile import profile
+from .space import SearchSpace
+from .train import DivergedError, Recipe, train
+
+DEFAULT_STORAGE = "sqlite:///studies/nas.db"
+#: study user attr holding the space file the study was created with
+SPACE_ATTR = "space_yaml"
+
+
+class TrialFailed(Exception):
+    """A trial could not be evaluated; the reason is in its user attrs."""
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import torchvision
+
+    from . import __version__
+
+    return {"nas": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "optuna": str(optuna.__version__), "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------- storage and study
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    url = url or DEFAULT_STORAGE
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if str(path) not in ("", ":memory:"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # sqlalchemy's errors are many; the user needs one line
+        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def load_study(name: str, storage: str | None) -> optuna.Study:
+    """An existing study, or a one-line error listing the ones there are."""
+    store = open_storage(storage)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(store)]
+    if name not in names:
+        raise NasError(f"no study {name!r} in {mask_url(storage or DEFAULT_STORAGE)}; "
+                       f"studies there: {', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+#: Optuna 5 takes constraints from ``trial.set_constraint``; older versions
+#: from the samplers' ``constraints_func`` (deprecated in 5)
+_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _make_sampler(space: SearchSpace, seed: int, constraints: bool) -> optuna.samplers.BaseSampler:
+    constraints_func = _constraints_of if constraints and not _SET_CONSTRAINT else None
+    if space.sampler == "nsga2":
+        # a small population: a CPU search finishes a few dozen trials, and
+        # with Optuna's default of 50 every one of them would be random
+        return optuna.samplers.NSGAIISampler(population_size=space.population_size, seed=seed,
+                                             constraints_func=constraints_func)
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constraints_func=constraints_func, n_startup_trials=space.population_size)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", [0.0]))
+
+
+def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, seed: int) -> optuna.Study:
+    """The study ``study_name``, created for ``space`` or resumed. A study
+    made from another space file is not mixed with this one."""
+    store = open_storage(storage)
+    existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(store)}
+    n_done = 0
+    if study_name in existing:
+        old = optuna.load_study(study_name=study_name, storage=store)
+        if old.user_attrs.get(SPACE_ATTR) not in (None, space.source):
+            raise NasError(f"study {study_name!r} was created from a different space file; "
+                           f"use --study NEW_NAME for this one")
+        n_done = len(old.trials)
+    # the sampler's seed moves on with the study, so a resumed run does not
+    # propose the first run's architectures again
+    sampler = _make_sampler(space, seed + n_done, bool(space.constraints))
+    directions = ["maximize", "minimize"] + (["minimize"] if len(space.objectives) > 2 else [])
+    study = optuna.create_study(study_name=study_name, storage=store, sampler=sampler, directions=directions,
+                                load_if_exists=True)
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise NasError(f"study {study_name!r} has {len(study.directions)} objectives, this space "
+                       f"{len(directions)}; use --study NEW_NAME")
+    if not study.metric_names:
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(space.objectives))
+    return study
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+@dataclass
+class _Data:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    mean: tuple
+    std: tuple
+    num_classes: int
+    image_size: int
+    fingerprint: str
+
+
+def load_search_data(space: SearchSpace, data_dir: str | None) -> _Data:
+    f = space.fidelity
+    data = load_dataset(f.dataset, data_dir)
+    if data.image_size[0] != data.image_size[1]:
+        raise NasError(f"{f.dataset}: images are {data.image_size[0]}x{data.image_size[1]}; square images only")
+    val_size = f.val_size if f.val_size is not None else default_val_size(len(data.train_labels))
+    splits = make_splits(data.train_labels, val_size, seed=0, subset=f.subset)
+    train_images = data.train_images[splits.train]
+    mean, std = channel_stats(train_images)
+    return _Data(train_images, data.train_labels[splits.train], data.train_images[splits.val],
+                 data.train_labels[splits.val], mean, std, data.num_classes, data.image_size[0], data.fingerprint)
+
+
+@dataclass
+class Objective:
+    """Evaluates one trial; see the module docstring for the steps."""
+
+    space: SearchSpace
+    data: _Data
+    runtime: Any
+    progress: Callable[[str], None] = lambda line: None
+    fidelity_key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fidelity_key = self.space.fidelity.key()
+
+    def __call__(self, trial: optuna.Trial):
+        try:
+            return self._evaluate(trial)
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except TrialFailed:
+            raise
+        except (DivergedError, MemoryError, torch.OutOfMemoryError, NasError, RuntimeError, ValueError) as exc:
+            # one trial's problem, not the study's: record why and go on
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+            raise TrialFailed(reason) from exc
+
+    def _evaluate(self, trial: optuna.Trial):
+        space, f = self.space, self.space.fidelity
+        cfg = space.sample(trial, num_classes=self.data.num_classes)
+        cfg.input_size = self.data.image_size
+        try:
+            model = build_model(cfg)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", f"ConfigError: {exc}")
+            raise TrialFailed(str(exc)) from None
+        model.to(self.runtime.device)
+        cost = profile(model, self.data.image_size, latency="latency" in space.objectives,
+                       batch_size=min(f.batch_size, 256), device=self.runtime.device)
+        structure = cfg.structure_hash()
+        attrs = {
+            "macs": cost["macs"], "params": cost["params"], "elementwise": cost["elementwise"],
+            "structure_hash": structure, "config": cfg.to_yaml(), "fidelity_key": self.fidelity_key,
+            "fidelity": f.as_dict(), "seed": f.seed,
+        }
+        if "latency_ms" in cost:
+            attrs["latency_ms"] = cost["latency_ms"]
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        third = {"params": cost["params"], "latency": cost.get("latency_ms")}.get(
+            space.objectives[2]) if len(space.objectives) > 2 else None
+
+        def values(accuracy: float) -> list[float]:
+            return [accuracy, float(cost["macs"])] + ([float(third)] if third is not None else [])
+
+        # 2. constraints: known before training
+        violations = [cost["macs"] - space.constraints["max_macs"] if "max_macs" in space.constraints else 0.0,
+                      cost["params"] - space.constraints["max_params"] if "max_params" in space.constraints else 0.0]
+        trial.set_user_attr("constraints", [float(v) for v in violations])
+        if _SET_CONSTRAINT and space.constraints:
+            trial.set_constraint("max_macs", float(violations[0]))
+            trial.set_constraint("max_params", float(violations[1]))
+        if any(v > 0 for v in violations):
+            over = [f"MACs {cost['macs'] / 1e6:.2f}M > max_macs {space.constraints['max_macs'] / 1e6:.2f}M"
+                    if violations[0] > 0 else "",
+                    f"params {cost['params']:,} > max_params {space.constraints['max_params']:,.0f}"
+                    if violations[1] > 0 else ""]
+            trial.set_user_attr("not_trained", "infeasible: " + "; ".join(o for o in over if o))
+            return values(0.0)
+
+        # 3. the same architecture at the same budget was evaluated already
+        previous = self._previous(trial, structure)
+        if previous is not None:
+            trial.set_user_attr("duplicate_of", previous.number)
+            for key in ("rungs", "val_accuracy", "train_seconds", "images_per_second", "pruned_at_epochs"):
+                if key in previous.user_attrs:
+                    trial.set_user_attr(key, previous.user_attrs[key])
+            if previous.state == TrialState.PRUNED:
+                raise optuna.TrialPruned(f"same architecture as trial {previous.number}, which was pruned")
+            return values(previous.values[0])
+
+        # 4. train, halving at each rung
+        rungs: list[list[float]] = []
+
+        def at_rung(index: int, epochs: float, accuracy: float) -> bool:
+            rungs.append([epochs, accuracy])
+            trial.set_user_attr("rungs", rungs)
+            if index == len(f.rungs) - 1:
+                return False
+            others = self._rung_points(trial, index)
+            return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
+
+        recipe = Recipe(rungs=f.rungs[:-1], epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=f.seed)
+        torch.manual_seed(f.seed)
+        model = build_model(cfg)  # fresh weights from the seed, as `train` would build it
+        result = train(model, self.data.train_images, self.data.train_labels, self.data.val_images,
+                       self.data.val_labels, self.data.mean, self.data.std, recipe, self.runtime, callback=at_rung)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        if result.stopped_early:
+            trial.set_user_attr("pruned_at_epochs", result.epochs_done)
+            raise optuna.TrialPruned(f"not in the best 1/{f.eta} at {result.epochs_done:g} epochs "
+                                     f"(accuracy {result.val_accuracy:.4f})")
+        return values(result.val_accuracy)
+
+    def _others(self, trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in trial.study.get_trials(deepcopy=False)
+                if t.number != trial.number and t.user_attrs.get("fidelity_key") == self.fidelity_key]
+
+    def _previous(self, trial: optuna.Trial, structure: str) -> optuna.trial.FrozenTrial | None:
+        for t in self._others(trial):
+            if (t.user_attrs.get("structure_hash") == structure and "not_trained" not in t.user_attrs
+                    and t.state in (TrialState.COMPLETE, TrialState.PRUNED)):
+                return t
+        return None
+
+    def _rung_points(self, trial: optuna.Trial, index: int) -> list[tuple[float, float]]:
+        points = []
+        for t in self._others(trial):
+            rungs = t.user_attrs.get("rungs") or []
+            if len(rungs) > index and "duplicate_of" not in t.user_attrs:
+                points.append((float(rungs[index][1]), float(t.user_attrs["macs"])))
+        return points
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class SearchRun:
+    space: SearchSpace
+    study_name: str
+    storage: str | None = None
+    trials: int | None = 100
+    timeout: float | None = 1800.0
+    seed: int = 0
+    data: str | None = None
+    device: str | None = None
+    precision: str = "auto"
+    command: str = ""
+
+
+def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
+    """Create or resume the study and run trials until ``trials`` more have
+    finished or ``timeout`` seconds have passed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runtime = resolve_runtime(run.device, run.precision)
+    threads = configure_threads()
+    study = create_or_resume(run.space, run.study_name, run.storage, run.seed)
+    data = load_search_data(run.space, run.data)
+    if not study.user_attrs:
+        study.set_user_attr(SPACE_ATTR, run.space.source)
+        study.set_user_attr("space_name", run.space.name)
+        study.set_user_attr("versions", versions())
+        study.set_user_attr("data_fingerprint", data.fingerprint)
+        study.set_user_attr("fidelity", run.space.fidelity.as_dict())
+        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    elif study.user_attrs.get("data_fingerprint") not in (None, data.fingerprint):
+        raise NasError(f"study {run.study_name!r} was run on other data (fingerprint "
+                       f"{study.user_attrs['data_fingerprint'][:12]}, now {data.fingerprint[:12]}); "
+                       "use --study NEW_NAME")
+    commands = list(study.user_attrs.get("commands", []))
+    study.set_user_attr("commands", commands + [mask_url(run.command)])
+
+    f = run.space.fidelity
+    out(f"study {run.study_name!r} in {mask_url(run.storage or DEFAULT_STORAGE)}: {len(study.trials)} trials so far; "
+        f"space {run.space.name} ({run.space.sampler}), {len(data.train_labels)} train / {len(data.val_labels)} "
+        f"val images, rungs {', '.join(f'{r:g}' for r in f.rungs)} epochs, eta {f.eta}; "
+        f"{runtime.device} {runtime.precision}, {threads} threads")
+    objective = Objective(run.space, data, runtime)
+    started = time.perf_counter()
+    target = run.trials
+    finished = [0]
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished[0] += 1
+        elapsed = time.perf_counter() - started
+        eta = _eta(elapsed, finished[0], target, run.timeout)
+        out(f"trial {trial.number:>4} {_summary(trial)}  [{finished[0]}{'/' + str(target) if target else ''}, "
+            f"{_minutes(elapsed)} elapsed{', ETA ' + _minutes(eta) if eta is not None else ''}]")
+
+    study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
+                   catch=(TrialFailed,), gc_after_trial=False)
+    return study
+
+
+def _eta(elapsed: float, done: int, target: int | None, timeout: float | None) -> float | None:
+    left = []
+    if target:
+        left.append(elapsed / done * (target - done))
+    if timeout:
+        left.append(max(0.0, timeout - elapsed))
+    return min(left) if left else None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _summary(trial: optuna.trial.FrozenTrial) -> str:
+    a = trial.user_attrs
+    macs = f"MACs {a['macs'] / 1e6:6.2f}M" if "macs" in a else ""
+    if trial.state == TrialState.COMPLETE and "not_trained" in a:
+        return f"INFEASIBLE {macs}  {a['not_trained']}"
+    if trial.state == TrialState.COMPLETE:
+        dup = f"  (same as trial {a['duplicate_of']})" if "duplicate_of" in a else ""
+        return f"COMPLETE   acc {trial.values[0]:.4f}  {macs}{dup}"
+    if trial.state == TrialState.PRUNED:
+        rungs = a.get("rungs") or [[0, math.nan]]
+        return f"PRUNED     acc {rungs[-1][1]:.4f} at {rungs[-1][0]:g} ep  {macs}"
+    return f"FAIL       {macs}  {a.get('fail_reason', 'interrupted')}"
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible, trained, completed trials not dominated in (accuracy, MACs),
+    one per architecture, sorted by MACs."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "not_trained" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    points = [(t.values[0], t.values[1]) for t in done]
+    ranks = halving.nondominated_ranks(points)
+    front = [t for t, r in zip(done, ranks) if r == 0]
+    return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
+
+
+def format_front(front: list[optuna.trial.FrozenTrial]) -> str:
+    lines = [f"{'trial':>5}  {'val acc':>7}  {'MACs':>8}  {'params':>9}  attention"]
+    for t in front:
+        lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {t.values[1] / 1e6:7.2f}M  {t.user_attrs['params']:>9,}  "
+                     f"{_attention_summary(t)}")
+    return "\n".join(lines)
+
+
+def _attention_summary(trial: optuna.trial.FrozenTrial) -> str:
+    types = {k: v for k, v in trial.params.items() if k.endswith(".type")}
+    return " ".join(f"{k[:-5]}={v}" for k, v in types.items()) or "(fixed)"
+

@@ -1,0 +1,516 @@
+"""Search spaces: a YAML file that says what the search may change, and the
+sampler that turns an Optuna trial into an :class:`~nas.config.ArchConfig`.
+
+A space file (``search_spaces/<name>.yaml``, or any path)::
+
+    description: one line shown by `search.py spaces`
+    backbone: resnet20              # preset; width_multiplier optional
+    stages: [1, 2, 3]               # stages (1-based) attention may go into
+    placement: stage                # stage: one choice per stage; block: per block
+    types: [none, sk]               # candidates; "none" makes placement a choice
+    params:                         # searched hyper-parameters, per type
+      sk:
+        M: [2, 3]                   # a list: one categorical choice per stage
+        G: 8                        # a scalar: fixed, not searched
+        kernels: {choices: [3, 5, 7], per_block: true}   # list parameter: per element
+    stage_params:                   # optional per-stage replacements of params
+      1: {sk: {G: [4, 8, 16]}}
+    fidelity: {dataset: cifar10, subset: 10000, val_size: 5000, rungs: [1, 3], eta: 3}
+    objectives: [accuracy, macs]    # plus params or latency as a third
+    constraints: {max_macs: 60e6}
+    sampler: nsga2                  # nsga2, tpe or random
+    population_size: 8              # NSGA-II generation; TPE's random start-up trials
+
+Only parameters of the chosen type are suggested (a conditional space), so
+they never split the sampler's model. Parameter names in the study are
+``s<stage>.type``, ``s<stage>.<type>.<param>`` and, per block,
+``s<stage>.b<block>.<type>.<param>``; list parameters get one name per
+element (``...kernels0``, ``...kernels1``).
+
+Every choice is checked when the file is loaded: each value is built into
+the backbone at every stage it may reach, so a value that cannot work (G not
+dividing a stage's channels, DANet at 32x32) is a one-line error naming the
+key, not a failed trial hours later.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import attention as _attention
+from .config import POSITIONS, ArchConfig, AttentionSpec
+from .errors import ConfigError
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+OBJECTIVES = ("accuracy", "macs", "params", "latency")
+SAMPLERS = ("nsga2", "tpe", "random")
+DATASETS = ("cifar10", "cifar100", "imagefolder")
+PLACEMENTS = ("stage", "block")
+_TOP_KEYS = ("description", "backbone", "width_multiplier", "stages", "placement", "types", "params",
+             "stage_params", "fidelity", "objectives", "constraints", "sampler", "population_size", "seed")
+_FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "seed")
+_CONSTRAINT_KEYS = ("max_macs", "max_params")
+
+
+# --------------------------------------------------------------------------- the parsed space
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one hyper-parameter of one module is chosen."""
+
+    choices: tuple  # one value: fixed
+    per_block: bool = False
+    is_list: bool = False  # a list parameter, chosen element by element
+
+    @property
+    def searched(self) -> bool:
+        return len(self.choices) > 1
+
+
+@dataclass
+class Fidelity:
+    """The proxy-training budget of every trial."""
+
+    dataset: str = "cifar10"
+    subset: int | None = 10000
+    val_size: int | None = None  # None: the dataset's default (5,000 for CIFAR-10)
+    rungs: list[float] = field(default_factory=lambda: [1.0, 3.0])  # epochs; the last is the budget
+    eta: int = 3
+    batch_size: int = 256
+    lr: float = 0.4
+    seed: int = 0
+
+    @property
+    def epochs(self) -> float:
+        return self.rungs[-1]
+
+    def key(self) -> str:
+        """Identifies the budget: results at equal keys are comparable."""
+        blob = yaml.safe_dump(
+            {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
+             "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size,
+                "rungs": list(self.rungs), "eta": self.eta, "batch_size": self.batch_size, "lr": self.lr,
+                "seed": self.seed}
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    description: str
+    backbone: str
+    width_multiplier: float
+    stages: list[int]  # 1-based
+    placement: str
+    types: list[str]
+    params: dict[int, dict[str, dict[str, ParamSpec]]]  # stage -> type -> param -> spec
+    stage_types: dict[int, list[str]]  # the types each stage may hold (after fitting)
+    fidelity: Fidelity
+    objectives: list[str]
+    constraints: dict[str, float]
+    sampler: str
+    source: str  # the YAML text the space was read from
+    path: str | None = None
+    seed: int = 0
+    population_size: int = 8  # NSGA-II generation size; TPE's random start-up trials
+
+    # ---- structure
+    def base_config(self, num_classes: int | None = None) -> ArchConfig:
+        from .presets import preset_config
+
+        return preset_config(self.backbone, num_classes=num_classes, width_multiplier=self.width_multiplier)
+
+    # ---- sampling
+    def sample(self, trial, num_classes: int | None = None) -> ArchConfig:
+        """The architecture of ``trial`` (an ``optuna.Trial``; anything with
+        ``suggest_categorical`` works). Only the chosen type's parameters are
+        suggested."""
+        cfg = self.base_config(num_classes)
+        for s in self.stages:
+            stage = cfg.stages[s - 1]
+            choices = self.stage_types[s]
+            if self.placement == "stage":
+                t = _suggest(trial, f"s{s}.type", choices)
+                if t == "none":
+                    continue
+                if _attention.attention_kind(t) == "transition":
+                    stage.transition = self._spec(trial, s, None, t)
+                    continue
+                for b, block in enumerate(stage.blocks):
+                    block.attention = self._spec(trial, s, b, t)
+            else:
+                block_choices = [c for c in choices if _attention.attention_kind(c) != "transition"]
+                for b, block in enumerate(stage.blocks):
+                    t = _suggest(trial, f"s{s}.b{b}.type", block_choices)
+                    if t != "none":
+                        block.attention = self._spec(trial, s, b, t)
+        cfg.backbone = f"{self.backbone}+{self.name}"
+        return cfg
+
+    def _spec(self, trial, s: int, b: int | None, t: str) -> AttentionSpec:
+        specs = self.params[s].get(t, {})
+        values: dict[str, Any] = {}
+        for name in _order(specs):
+            spec = specs[name]
+            where = f"s{s}.b{b}.{t}.{name}" if spec.per_block and b is not None else f"s{s}.{t}.{name}"
+            if spec.is_list:
+                values[name] = [_suggest(trial, f"{where}{i}", spec.choices)
+                                for i in range(_list_length(t, name, values))]
+            else:
+                values[name] = _suggest(trial, where, spec.choices)
+        position = values.pop("position", "standard")
+        return AttentionSpec(type=t, position=position, params=values)
+
+    def describe(self) -> str:
+        return self.description
+
+
+def _order(specs: dict[str, ParamSpec]) -> list[str]:
+    # scalars first (SK's M sets the length of its kernel list), then PSA's
+    # kernels before its groups (one group count per kernel)
+    return sorted(specs, key=lambda name: (specs[name].is_list, name == "groups"))
+
+
+def _is_list_param(t: str, name: str) -> bool:
+    """A hyper-parameter whose value is a list (kernels per branch or part)."""
+    import inspect
+
+    default = _attention.attention_defaults(t).get(name)
+    if isinstance(default, (list, tuple)):
+        return True
+    annotation = inspect.signature(_attention.module_class(t).__init__).parameters[name].annotation
+    return str(annotation).startswith("list")
+
+
+def _list_length(t: str, name: str, values: dict[str, Any]) -> int:
+    """How many elements list parameter ``name`` of ``t`` gets, given the
+    values chosen so far."""
+    defaults = _attention.attention_defaults(t)
+    if t == "sk" and name == "kernels":  # one kernel per branch
+        return values.get("M", defaults["M"])
+    if t == "psa" and name == "groups":
+        return len(values.get("kernels", defaults["kernels"]))
+    return len(defaults[name] or ())
+
+
+def _materialise(t: str, specs: dict[str, ParamSpec], override: tuple[str, Any] | None = None) -> dict[str, Any]:
+    """Each parameter at its first choice (``override`` replaces one), list
+    parameters as that element repeated to their length."""
+    values: dict[str, Any] = {}
+    for name in _order(specs):
+        spec = specs[name]
+        value = override[1] if override and override[0] == name else spec.choices[0]
+        values[name] = [value] * _list_length(t, name, values) if spec.is_list else value
+    return values
+
+
+def _suggest(trial, name: str, choices):
+    if len(choices) == 1:
+        return choices[0]
+    return trial.suggest_categorical(name, list(choices))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def space_names() -> list[str]:
+    """Names of the shipped spaces."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """A shipped space by name (``sk``) or a user's YAML file by path."""
+    text_name = str(name_or_path)
+    path = Path(text_name)
+    if path.suffix in (".yaml", ".yml") or path.is_file() or "/" in text_name:
+        if not path.is_file():
+            raise ConfigError(f"space file not found: {path}")
+        name = path.stem
+    else:
+        path = SPACES_DIR / f"{text_name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown space {text_name!r}; available: {', '.join(space_names())} "
+                              "(or a path to a YAML file)")
+        name = text_name
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read space file {path}: {exc}") from None
+    return parse_space(text, name=name, source=str(path))
+
+
+def parse_space(text: str, name: str = "custom", source: str = "<string>") -> SearchSpace:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: malformed YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    try:
+        space = _parse(data, name, text)
+        _check_buildable(space)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    space.path = source
+    return space
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _int(value: Any, key: str, minimum: int = 1) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    _expect(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            f"{key}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 60e6 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+            f"{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _parse(data: Any, name: str, text: str) -> SearchSpace:
+    from .presets import preset_names
+
+    _expect(isinstance(data, dict), f"expected a mapping at the top level, got {_type_name(data)}")
+    for key in data:
+        _expect(key in _TOP_KEYS, f"unknown key {key!r}; allowed: {', '.join(_TOP_KEYS)}")
+    for key in ("backbone", "types"):
+        _expect(key in data, f"missing key {key!r}")
+
+    backbone = data["backbone"]
+    _expect(backbone in preset_names(), f"backbone: {backbone!r} is not one of {', '.join(preset_names())}")
+    width = _number(data.get("width_multiplier", 1.0), "width_multiplier")
+    from .presets import preset_config
+
+    base = preset_config(backbone, width_multiplier=width)
+    n_stages = len(base.stages)
+    stages = data.get("stages", list(range(1, n_stages + 1)))
+    _expect(isinstance(stages, list) and stages, "stages: expected a non-empty list of stage numbers")
+    for s in stages:
+        _expect(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= n_stages,
+                f"stages: {s!r} is not a stage of {backbone}; allowed: {', '.join(map(str, range(1, n_stages + 1)))}")
+    _expect(len(set(stages)) == len(stages), f"stages: {stages} lists a stage twice")
+    stages = sorted(stages)
+
+    placement = data.get("placement", "stage")
+    _expect(placement in PLACEMENTS, f"placement: {placement!r} is not one of {', '.join(PLACEMENTS)}")
+
+    types = data["types"]
+    known = _attention.attention_names()
+    _expect(isinstance(types, list) and types, "types: expected a non-empty list of attention types")
+    for t in types:
+        _expect(t in known, f"types: {t!r} is not an attention type; allowed: {', '.join(known)}")
+    _expect(len(set(types)) == len(types), f"types: {types} lists a type twice")
+
+    params_data = data.get("params") or {}
+    _expect(isinstance(params_data, dict), f"params: expected a mapping of type -> parameters, "
+                                           f"got {_type_name(params_data)}")
+    for t in params_data:
+        _expect(t in types, f"params: {t!r} is not among types ({', '.join(types)})")
+    global_params = {t: _parse_params(t, params_data.get(t) or {}, f"params.{t}") for t in types}
+
+    stage_params_data = data.get("stage_params") or {}
+    _expect(isinstance(stage_params_data, dict), "stage_params: expected a mapping of stage -> type -> parameters")
+    params: dict[int, dict[str, dict[str, ParamSpec]]] = {}
+    for s in stages:
+        params[s] = copy.deepcopy(global_params)
+    for s, per_type in stage_params_data.items():
+        _expect(s in stages, f"stage_params: {s!r} is not one of the searched stages {stages}")
+        _expect(isinstance(per_type, dict), f"stage_params.{s}: expected a mapping of type -> parameters")
+        for t, pdata in per_type.items():
+            _expect(t in types, f"stage_params.{s}: {t!r} is not among types ({', '.join(types)})")
+            params[s][t].update(_parse_params(t, pdata or {}, f"stage_params.{s}.{t}"))
+
+    # which types each stage may hold: quadratic-cost modules only where H*W is
+    # small enough, stage transitions (BAM) not after the last stage
+    from .models import stage_feature_sizes
+
+    sizes = stage_feature_sizes(base)
+    stage_types: dict[int, list[str]] = {}
+    for s in stages:
+        allowed = []
+        for t in types:
+            limit = getattr(_attention.module_class(t), "max_tokens", None)
+            if limit is not None and sizes[s - 1] ** 2 > limit:
+                continue
+            if _attention.attention_kind(t) == "transition" and (s == n_stages or placement == "block"):
+                continue
+            allowed.append(t)
+        stage_types[s] = allowed
+    for t in types:
+        if not any(t in stage_types[s] for s in stages):
+            why = (f"needs H*W <= {_attention.module_class(t).max_tokens}"
+                   if getattr(_attention.module_class(t), "max_tokens", None) else
+                   "is a stage transition: it goes after a stage other than the last, with placement: stage")
+            raise ConfigError(f"types: {t!r} fits none of the stages {stages} of {backbone} ({t} {why})")
+    for s in stages:
+        _expect(stage_types[s], f"stages: no listed type fits stage {s}")
+
+    fidelity = _parse_fidelity(data.get("fidelity") or {})
+    objectives = data.get("objectives", ["accuracy", "macs"])
+    _expect(isinstance(objectives, list) and objectives[:2] == ["accuracy", "macs"] and len(objectives) <= 3,
+            f"objectives: expected [accuracy, macs] or [accuracy, macs, params|latency], got {objectives!r}")
+    for o in objectives:
+        _expect(o in OBJECTIVES, f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
+    _expect(len(set(objectives)) == len(objectives), f"objectives: {objectives} lists one twice")
+
+    constraints_data = data.get("constraints") or {}
+    _expect(isinstance(constraints_data, dict), "constraints: expected a mapping")
+    constraints = {}
+    for key, value in constraints_data.items():
+        _expect(key in _CONSTRAINT_KEYS, f"unknown key 'constraints.{key}'; allowed: {', '.join(_CONSTRAINT_KEYS)}")
+        constraints[key] = _number(value, f"constraints.{key}")
+
+    sampler = data.get("sampler", "nsga2")
+    _expect(sampler in SAMPLERS, f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    description = data.get("description", "")
+    _expect(isinstance(description, str), "description: expected a string")
+    seed = _int(data.get("seed", 0), "seed", minimum=0)
+    population_size = _int(data.get("population_size", 8), "population_size", minimum=2)
+    return SearchSpace(population_size=population_size, name=name, description=" ".join(description.split()), backbone=backbone,
+                       width_multiplier=width, stages=stages, placement=placement, types=list(types),
+                       params=params, stage_types=stage_types, fidelity=fidelity, objectives=list(objectives),
+                       constraints=constraints, sampler=sampler, source=text, seed=seed)
+
+
+def _parse_params(t: str, data: Any, where: str) -> dict[str, ParamSpec]:
+    _expect(isinstance(data, dict), f"{where}: expected a mapping of parameter -> choices, got {_type_name(data)}")
+    defaults = _attention.attention_defaults(t)
+    kind = _attention.attention_kind(t)
+    allowed = list(defaults) + (["position"] if kind == "gate" and t != "none" else [])
+    out = {}
+    for name, value in data.items():
+        key = f"{where}.{name}"
+        _expect(name in allowed, f"unknown key {key!r} for attention {t!r}; allowed: {', '.join(allowed) or '(none)'}")
+        per_block = False
+        if isinstance(value, dict):
+            for k in value:
+                _expect(k in ("choices", "per_block"), f"unknown key '{key}.{k}'; allowed: choices, per_block")
+            _expect("choices" in value, f"missing key '{key}.choices'")
+            per_block = value.get("per_block", False)
+            _expect(isinstance(per_block, bool), f"{key}.per_block: expected true or false, got {per_block!r}")
+            value = value["choices"]
+        choices = value if isinstance(value, list) else [value]
+        _expect(len(choices) > 0, f"{key}: empty choices; give at least one value")
+        is_list = name != "position" and _is_list_param(t, name)
+        for c in choices:
+            ok = c is None or isinstance(c, (bool, int, float, str))
+            _expect(ok, f"{key}: choice {c!r} is a {_type_name(c)}; choices are single values "
+                        f"(list parameters are chosen element by element)")
+            if name == "position":
+                _expect(c in POSITIONS, f"{key}: {c!r} is not one of {', '.join(POSITIONS)}")
+            elif is_list:
+                _expect(isinstance(c, int) and not isinstance(c, bool),
+                        f"{key}: elements of {name} are integers, got {c!r}")
+            else:
+                _check_type(key, c, defaults[name])
+        _expect(len(set(map(repr, choices))) == len(choices), f"{key}: {choices} lists a value twice")
+        out[name] = ParamSpec(choices=tuple(choices), per_block=per_block, is_list=is_list)
+    return out
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    if default is None:  # e.g. ECA's k_size: None means adaptive, else an int
+        _expect(value is None or (isinstance(value, int) and not isinstance(value, bool)),
+                f"{key}: expected null or an integer, got {value!r}")
+    elif isinstance(default, bool):
+        _expect(isinstance(value, bool), f"{key}: expected true or false, got {value!r}")
+    elif isinstance(default, int):
+        _expect(isinstance(value, int) and not isinstance(value, bool), f"{key}: expected an integer, got {value!r}")
+    elif isinstance(default, float):
+        _expect(isinstance(value, (int, float)) and not isinstance(value, bool),
+                f"{key}: expected a number, got {value!r}")
+    elif isinstance(default, str):
+        _expect(isinstance(value, str), f"{key}: expected a string, got {value!r}")
+
+
+def _parse_fidelity(data: Any) -> Fidelity:
+    _expect(isinstance(data, dict), f"fidelity: expected a mapping, got {_type_name(data)}")
+    for key in data:
+        _expect(key in _FIDELITY_KEYS, f"unknown key 'fidelity.{key}'; allowed: {', '.join(_FIDELITY_KEYS)}")
+    f = Fidelity()
+    if "dataset" in data:
+        _expect(data["dataset"] in DATASETS, f"fidelity.dataset: {data['dataset']!r} is not one of {', '.join(DATASETS)}")
+        f.dataset = data["dataset"]
+    if "subset" in data:
+        f.subset = None if data["subset"] is None else _int(data["subset"], "fidelity.subset")
+    if "val_size" in data:
+        f.val_size = None if data["val_size"] is None else _int(data["val_size"], "fidelity.val_size")
+    if "rungs" in data:
+        rungs = data["rungs"]
+        _expect(isinstance(rungs, list) and rungs, "fidelity.rungs: expected a non-empty list of epochs")
+        values = [_number(r, "fidelity.rungs") for r in rungs]
+        _expect(values == sorted(set(values)), f"fidelity.rungs: {rungs} must be strictly increasing")
+        f.rungs = values
+    if "eta" in data:
+        f.eta = _int(data["eta"], "fidelity.eta", minimum=2)
+    if "batch_size" in data:
+        f.batch_size = _int(data["batch_size"], "fidelity.batch_size")
+    if "lr" in data:
+        f.lr = _number(data["lr"], "fidelity.lr")
+    if "seed" in data:
+        f.seed = _int(data["seed"], "fidelity.seed", minimum=0)
+    return f
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_buildable(space: SearchSpace) -> None:
+    """Build every single choice into the backbone where it may go, so a value
+    that cannot work is reported now, naming its key."""
+    from .models import build_model
+
+    for s in space.stages:
+        for t in space.stage_types[s]:
+            specs = space.params[s].get(t, {})
+            _try_build(space, s, t, _materialise(t, specs), f"params.{t}", build_model)
+            for name, spec in specs.items():
+                if spec.searched:
+                    for choice in spec.choices:
+                        _try_build(space, s, t, _materialise(t, specs, (name, choice)),
+                                   f"params.{t}.{name}: {choice!r}", build_model)
+
+
+def _try_build(space: SearchSpace, s: int, t: str, values: dict[str, Any], what: str, build_model) -> None:
+    cfg = space.base_config()
+    values = dict(values)
+    position = values.pop("position", "standard")
+    spec = AttentionSpec(type=t, position=position, params=values)
+    stage = cfg.stages[s - 1]
+    if _attention.attention_kind(t) == "transition":
+        stage.transition = spec
+    else:
+        for block in stage.blocks:
+            block.attention = copy.deepcopy(spec)
+    try:
+        build_model(cfg)
+    except ConfigError as exc:
+        message = str(exc).split(": ", 1)[-1] if str(exc).startswith("stages[") else str(exc)
+        raise ConfigError(f"{what} does not fit stage {s} ({t}): {message}") from None

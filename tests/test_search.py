@@ -1,0 +1,216 @@
+"""The search end to end through the real CLI (tiny budgets), and the study
+machinery: duplicates, constraints, halving inside a study, report, export,
+resume and the dashboard."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+import yaml
+
+import nas
+from nas.report import hypervolume, pick_trial
+from nas.search import mask_url
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--subset", "200", "--val-size", "200", "--epochs", "1", "--timeout", "0"]
+
+
+def cli(*args, cwd):
+    out = subprocess.run([sys.executable, str(REPO / "search.py"), *map(str, args)], capture_output=True, text=True,
+                         cwd=cwd)
+    return out
+
+
+def _study(storage, name):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.parametrize("space", ["sk", "mixed"])
+def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    out = cli("--space", space, "--trials", 3, "--storage", storage, "--data", cifar10_root, *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Pareto front of study" in out.stdout
+    assert out.stdout.count("trial ") >= 3
+    study = _study(storage, space)
+    assert len(study.trials) == 3
+    assert study.metric_names == ["accuracy", "macs"]
+    assert study.user_attrs["space_name"] == space and "space_yaml" in study.user_attrs
+    assert len(study.user_attrs["data_fingerprint"]) == 64
+    assert set(study.user_attrs["versions"]) >= {"torch", "optuna", "nas"}
+    for t in study.trials:  # written before training, so every trial has them
+        for key in ("macs", "params", "elementwise", "structure_hash", "config", "fidelity", "seed"):
+            assert key in t.user_attrs, (t.number, key)
+
+    report = cli("report", "--study", space, "--storage", storage, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "hypervolume" in report.stdout and "reference point" in report.stdout
+    for name in ("trials.csv", "pareto.csv", "pareto.png"):
+        assert (tmp_path / "studies" / space / name).stat().st_size > 0
+
+    exported = tmp_path / "best.yaml"
+    exp = cli("export", "--study", space, "--storage", storage, "--pick", "knee", "-o", exported, cwd=tmp_path)
+    assert exp.returncode == 0, exp.stderr
+    cfg = nas.load_config(exported)
+    trial = study.trials[cfg.meta["provenance"]["trial"]]
+    cost = nas.profile(nas.build_model(cfg), 32)
+    assert cost["params"] == trial.user_attrs["params"] and cost["macs"] == trial.user_attrs["macs"]
+    assert cfg.structure_hash() == trial.user_attrs["structure_hash"]
+    assert cfg.meta["provenance"]["data_fingerprint"] == study.user_attrs["data_fingerprint"]
+    assert cfg.meta["metrics"]["val_accuracy"] == trial.values[0]
+
+    again = cli("--space", space, "--trials", 2, "--storage", storage, "--data", cifar10_root, *TINY, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    study = _study(storage, space)
+    assert len(study.trials) == 5 and [t.number for t in study.trials] == list(range(5))
+    assert len(study.user_attrs["commands"]) == 2
+
+
+def _custom_space(tmp_path, body: str) -> Path:
+    path = tmp_path / "custom.yaml"
+    path.write_text("backbone: resnet20\nwidth_multiplier: 0.5\n" + body)
+    return path
+
+
+def test_same_architecture_is_not_trained_twice(tmp_path, cifar10_root):
+    # one architecture only: SE with every parameter fixed, in every stage
+    space = _custom_space(tmp_path, "types: [se]\nparams: {se: {r: 4}}\nsampler: random\n")
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    out = cli("--space", space, "--trials", 2, "--storage", storage, "--data", cifar10_root, *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    first, second = _study(storage, "custom").trials
+    assert "duplicate_of" not in first.user_attrs and first.user_attrs["train_seconds"] > 0
+    assert second.user_attrs["duplicate_of"] == 0
+    assert second.values == first.values
+    assert "same as trial 0" in out.stdout
+
+
+def test_configs_over_the_ceiling_are_never_trained(tmp_path, cifar10_root):
+    # two architectures: stage 3 without attention (under the ceiling) or with
+    # an SK conv (G=1, M=3: far over it)
+    base = nas.profile(nas.build_model(nas.preset_config("resnet20", width_multiplier=0.5)), 32)["macs"]
+    ceiling = base + 1000
+    space = _custom_space(tmp_path, "stages: [3]\ntypes: [none, sk]\nparams: {sk: {M: 3, G: 1, r: 4}}\n"
+                                    f"constraints: {{max_macs: {ceiling}}}\nsampler: random\n")
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    out = cli("--space", space, "--trials", 6, "--storage", storage, "--data", cifar10_root, *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = _study(storage, "custom").trials
+    over = [t for t in trials if t.user_attrs["macs"] > ceiling]
+    under = [t for t in trials if t.user_attrs["macs"] <= ceiling]
+    assert over and under
+    for t in over:
+        assert "not_trained" in t.user_attrs and "train_seconds" not in t.user_attrs
+        assert t.user_attrs["constraints"][0] > 0 and t.params["s3.type"] == "sk"
+    for t in under:
+        assert "not_trained" not in t.user_attrs and t.user_attrs["constraints"][0] <= 0
+    assert "INFEASIBLE" in out.stdout
+
+
+def test_halving_prunes_inside_a_study(tmp_path, cifar10_root):
+    space = _custom_space(tmp_path, "types: [none, se, eca]\nparams: {se: {r: [2, 4, 8]}}\nsampler: random\n"
+                                    "fidelity: {rungs: [0.5, 1], eta: 2}\n")
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    out = cli("--space", space, "--trials", 6, "--storage", storage, "--data", cifar10_root,
+              "--subset", "200", "--val-size", "200", "--timeout", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = _study(storage, "custom").trials
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert pruned, "with eta 2, some trial must stop at the first rung"
+    for t in pruned:
+        assert len(t.user_attrs["rungs"]) == 1 and t.user_attrs["pruned_at_epochs"] == t.user_attrs["rungs"][0][0]
+    for t in complete:
+        assert len(t.user_attrs["rungs"]) == 2
+    # a pruned trial was, when it stopped, outside the best half of those that had reached the rung
+    for t in pruned:
+        earlier = [u for u in trials if u.number < t.number and u.user_attrs.get("rungs")
+                   and "duplicate_of" not in u.user_attrs]
+        points = [(u.user_attrs["rungs"][0][1], u.user_attrs["macs"]) for u in earlier]
+        assert not nas.halving.continues((t.user_attrs["rungs"][0][1], t.user_attrs["macs"]), points, 2)
+
+
+def test_hypervolume_of_hand_made_fronts():
+    ref = (0.0, 10e6)
+    assert hypervolume([], ref) == 0
+    assert hypervolume([(0.5, 4e6)], ref) == pytest.approx(0.5 * 6)
+    # two steps: 0.5 over 8 MMACs of room, then 0.3 more over 4
+    assert hypervolume([(0.5, 2e6), (0.8, 6e6)], ref) == pytest.approx(0.5 * 8 + 0.3 * 4)
+    # a dominated point and one beyond the reference add nothing
+    assert hypervolume([(0.5, 2e6), (0.8, 6e6), (0.4, 7e6), (0.9, 12e6)], ref) == pytest.approx(0.5 * 8 + 0.3 * 4)
+
+
+def _fake_study(points):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i, (acc, macs) in enumerate(points):
+        cfg = nas.preset_config("resnet20")
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, macs], user_attrs={"macs": macs, "params": 1000 + i, "structure_hash": f"h{i}",
+                                            "config": cfg.to_yaml()}))
+    return study
+
+
+def test_export_picks():
+    # front: (0.60, 10M), (0.80, 20M), (0.82, 40M); (0.5, 30M) is dominated
+    study = _fake_study([(0.60, 10e6), (0.80, 20e6), (0.50, 30e6), (0.82, 40e6)])
+    assert pick_trial(study, "accuracy").number == 3
+    assert pick_trial(study, "smallest").number == 0
+    assert pick_trial(study, "knee").number == 1  # most of the accuracy at half the MACs
+    assert pick_trial(study, "accuracy", max_macs=25e6).number == 1
+    assert pick_trial(study, trial_number=2).number == 2
+    with pytest.raises(nas.NasError, match="--max-macs"):
+        pick_trial(study, "knee", max_macs=1e6)
+
+
+def test_mask_url_hides_passwords():
+    assert mask_url("postgresql+psycopg2://nas:s3cr3t@db.example:5432/nas") == \
+        "postgresql+psycopg2://nas:***@db.example:5432/nas"
+    assert mask_url("sqlite:///studies/nas.db") == "sqlite:///studies/nas.db"
+
+
+def test_spaces_command_lists_every_space(tmp_path):
+    out = cli("spaces", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert names == nas.space.space_names()
+
+
+def test_unknown_space_and_study_are_one_line_errors(tmp_path):
+    out = cli("--space", "nope", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "unknown space 'nope'; available: bam" in out.stderr
+    out = cli("report", "--study", "nope", "--storage", f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)
+    assert out.returncode == 2 and "no study 'nope'" in out.stderr
+
+
+def test_dashboard_serves_the_study_with_user_attrs(tmp_path):
+    from optuna_dashboard import wsgi
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/nas.db")
+    study = optuna.create_study(study_name="dash", storage=storage, directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "macs"])
+    study.set_user_attr("space_name", "sk")
+    study.add_trial(optuna.trial.create_trial(values=[0.7, 4e7], user_attrs={"macs": 40_000_000,
+                                                                             "structure_hash": "abc123"}))
+    app = wsgi(storage)
+
+    def get(path):
+        status = {}
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1"}
+        setup_testing_defaults(environ)
+        body = b"".join(app(environ, lambda s, h, *exc: status.setdefault("s", s)))
+        assert status["s"].startswith("200"), (path, status)
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["dash"]
+    detail = get(f"/api/studies/{studies[0]['study_id']}")
+    assert detail["objective_names"] == ["accuracy", "macs"]
+    assert {"key": "space_name", "value": "sk"} in detail["user_attrs"]
+    trial = detail["trials"][0]
+    assert {"key": "structure_hash", "value": "abc123"} in trial["user_attrs"]
+    assert trial["values"] == [0.7, 4e7]
