@@ -67,6 +67,7 @@ class ParamSpec:
     choices: tuple  # one value: fixed
     per_block: bool = False
     is_list: bool = False  # a list parameter, chosen element by element
+    key: str = ""  # where the space file sets it, for error messages
 
     @property
     def searched(self) -> bool:
@@ -431,7 +432,7 @@ def _parse_params(t: str, data: Any, where: str) -> dict[str, ParamSpec]:
             else:
                 _check_type(key, c, defaults[name])
         _expect(len(set(map(repr, choices))) == len(choices), f"{key}: {choices} lists a value twice")
-        out[name] = ParamSpec(choices=tuple(choices), per_block=per_block, is_list=is_list)
+        out[name] = ParamSpec(choices=tuple(choices), per_block=per_block, is_list=is_list, key=key)
     return out
 
 
@@ -490,12 +491,14 @@ def _check_buildable(space: SearchSpace) -> None:
     for s in space.stages:
         for t in space.stage_types[s]:
             specs = space.params[s].get(t, {})
-            _try_build(space, s, t, _materialise(t, specs), f"params.{t}", build_model)
+            # every value of every parameter, fixed ones too, named by its key
             for name, spec in specs.items():
-                if spec.searched:
-                    for choice in spec.choices:
-                        _try_build(space, s, t, _materialise(t, specs, (name, choice)),
-                                   f"params.{t}.{name}: {choice!r}", build_model)
+                for choice in spec.choices:
+                    _try_build(space, s, t, _materialise(t, specs, (name, choice)), f"{spec.key}: {choice!r}",
+                               build_model)
+            # then the module's defaults for what the file leaves out (SK's G = 32 ...)
+            _try_build(space, s, t, _materialise(t, specs), f"params.{t} (defaults of unlisted parameters)",
+                       build_model)
 
 
 def _try_build(space: SearchSpace, s: int, t: str, values: dict[str, Any], what: str, build_model) -> None:
