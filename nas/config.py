@@ -182,14 +182,7 @@ class ArchConfig:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<string>") -> "ArchConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{source}: malformed YAML{where}: {exc.problem}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+        data = safe_load_yaml(text, source)
         try:
             return _parse_arch(data)
         except ConfigError as exc:
@@ -221,6 +214,19 @@ def structure_hash(cfg: ArchConfig) -> str:
     it is the same across runs, machines and key order in the YAML."""
     blob = json.dumps(cfg.canonical(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` (never the unsafe loader), with a syntax error as a
+    one-line ConfigError naming the file, line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: malformed YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
 
 
 def load_config(path: str | Path) -> ArchConfig:

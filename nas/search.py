@@ -180,7 +180,8 @@ class Objective:
     space: SearchSpace
     data: _Data
     runtime: Any
-    progress: Callable[[str], None] = lambda line: None
+    #: False: every trial trains its full budget (the baseline of benchmarks/search_efficiency.py)
+    halving: bool = True
     fidelity_key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -189,9 +190,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         try:
             return self._evaluate(trial)
-        except (optuna.TrialPruned, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C) during the trial")
             raise
-        except TrialFailed:
+        except (optuna.TrialPruned, TrialFailed):
             raise
         except (DivergedError, MemoryError, torch.OutOfMemoryError, NasError, RuntimeError, ValueError) as exc:
             # one trial's problem, not the study's: record why and go on
@@ -260,7 +262,7 @@ class Objective:
         def at_rung(index: int, epochs: float, accuracy: float) -> bool:
             rungs.append([epochs, accuracy])
             trial.set_user_attr("rungs", rungs)
-            if index == len(f.rungs) - 1:
+            if index == len(f.rungs) - 1 or not self.halving:
                 return False
             others = self._rung_points(trial, index)
             return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
@@ -270,6 +272,7 @@ class Objective:
         model = build_model(cfg)  # fresh weights from the seed, as `train` would build it
         result = train(model, self.data.train_images, self.data.train_labels, self.data.val_images,
                        self.data.val_labels, self.data.mean, self.data.std, recipe, self.runtime, callback=at_rung)
+        trial.set_user_attr("images_trained", result.images_seen)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
         trial.set_user_attr("val_accuracy", result.val_accuracy)
@@ -322,8 +325,10 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads()
-    study = create_or_resume(run.space, run.study_name, run.storage, run.seed)
+    # everything that can be wrong with the input is checked before the
+    # storage is touched, so a bad call writes nothing
     data = load_search_data(run.space, run.data)
+    study = create_or_resume(run.space, run.study_name, run.storage, run.seed)
     if not study.user_attrs:
         study.set_user_attr(SPACE_ATTR, run.space.source)
         study.set_user_attr("space_name", run.space.name)

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from . import attention as _attention
-from .config import POSITIONS, ArchConfig, AttentionSpec
+from .config import POSITIONS, ArchConfig, AttentionSpec, safe_load_yaml
 from .errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -250,14 +250,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 
 def parse_space(text: str, name: str = "custom", source: str = "<string>") -> SearchSpace:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{source}: malformed YAML{where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {' '.join(str(exc).split())}") from None
+    data = safe_load_yaml(text, source)
     try:
         space = _parse(data, name, text)
         _check_buildable(space)
