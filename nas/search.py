@@ -322,7 +322,10 @@ class SearchRun:
 def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
     """Create or resume the study and run trials until ``trials`` more have
     finished or ``timeout`` seconds have passed."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # our own one-line-per-trial output says what happened (failures with
+    # their reason, in the trial's user attrs too); Optuna's warnings would
+    # add a traceback per failed trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads()
     # everything that can be wrong with the input is checked before the
