@@ -206,6 +206,7 @@ class Objective:
         space, f = self.space, self.space.fidelity
         cfg = space.sample(trial, num_classes=self.data.num_classes)
         cfg.input_size = self.data.image_size
+        torch.manual_seed(f.seed)  # initial weights from the trial's seed, as `search.py train` builds them
         try:
             model = build_model(cfg)
         except ConfigError as exc:
@@ -268,8 +269,7 @@ class Objective:
             return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
 
         recipe = Recipe(rungs=f.rungs[:-1], epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=f.seed)
-        torch.manual_seed(f.seed)
-        model = build_model(cfg)  # fresh weights from the seed, as `train` would build it
+        # profiling ran in eval mode without gradients: the weights are still the initial ones
         result = train(model, self.data.train_images, self.data.train_labels, self.data.val_images,
                        self.data.val_labels, self.data.mean, self.data.std, recipe, self.runtime, callback=at_rung)
         trial.set_user_attr("images_trained", result.images_seen)
