@@ -143,7 +143,7 @@ def main() -> None:
     print(f"# resnet20 + SE ({macs / 1e6:.2f} M MACs/image), batch {args.batch_size}, {args.steps} timed steps "
           f"after {args.warmup} warm-up steps; torch {torch.__version__}, {threads} threads, "
           f"{platform.machine()}, numpy {np.__version__}")
-    print(f"matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
+    print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
     rows = [("(a) nas.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32")]
     for name, ips, prec in rows:
         gflops = ips * flops_per_image / 1e9

@@ -13,7 +13,6 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from . import halving
 from .config import ArchConfig
 from .errors import NasError
 from .models import build_model
@@ -232,7 +231,3 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
     cfg.save(path)
     return {"path": str(path), "trial": trial.number, **metrics}
 
-
-def non_dominated(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated points (for tests and benchmarks)."""
-    return [i for i, r in enumerate(halving.nondominated_ranks(points)) if r == 0]

@@ -31,16 +31,15 @@ from typing import Any
 
 import optuna
 import torch
-import yaml
 from optuna.trial import TrialState
 
 from . import halving
-from .config import ArchConfig
 from .data import channel_stats, default_val_size, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
 from .models import build_model
 from .profile import profile
+from .retrain import versions
 from .space import SearchSpace
 from .train import DivergedError, Recipe, train
 
@@ -56,17 +55,6 @@ class TrialFailed(Exception):
 def mask_url(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def versions() -> dict[str, str]:
-    import platform
-
-    import torchvision
-
-    from . import __version__
-
-    return {"nas": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "optuna": str(optuna.__version__), "python": platform.python_version()}
 
 
 # --------------------------------------------------------------------------- storage and study

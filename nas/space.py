@@ -171,9 +171,6 @@ class SearchSpace:
         position = values.pop("position", "standard")
         return AttentionSpec(type=t, position=position, params=values)
 
-    def describe(self) -> str:
-        return self.description
-
 
 def _order(specs: dict[str, ParamSpec]) -> list[str]:
     # scalars first (SK's M sets the length of its kernel list), then PSA's

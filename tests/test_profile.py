@@ -1,7 +1,6 @@
 """The cost profiler: MACs equal the closed form for conv and linear layers,
 attention's element-wise work is a separate, exact figure."""
 import pytest
-import torch
 from torch import nn
 
 import nas

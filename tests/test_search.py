@@ -9,7 +9,6 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
-import yaml
 
 import nas
 from nas.report import hypervolume, pick_trial
