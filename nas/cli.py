@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subset", type=int, default=None, help="override the space's training subset size")
     s.add_argument("--val-size", type=int, default=None, help="override the space's validation size")
     s.add_argument("--data", metavar="DIR", help="dataset folder (default: $NAS_DATA, then data/<dataset>)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine, each with cores/N threads (default: 1); with N > 1 "
+                        "the default storage is the journal file studies/nas.journal")
+    s.add_argument("--heartbeat", type=int, default=None, metavar="SECONDS",
+                   help="heartbeat interval on database storages; a trial silent for 3x this long (at least "
+                        "180 s) is failed and retried (default: 60)")
+    s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set for the workers we start
     _add_runtime_args(s)
     s.set_defaults(func=_cmd_search)
 
@@ -117,14 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchRun, format_front, mask_url, pareto_front, run_search
-    from .space import load_space
+    from .search import SearchRun, format_front, pareto_front, run_search
+    from .space import check_constraints, load_space
+    from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
 
     space = load_space(args.space)
     f = space.fidelity
     if args.epochs is not None:
         if args.epochs <= 0:
             raise NasError(f"--epochs: must be > 0, got {args.epochs:g}")
+        if args.epochs <= f.warmup:
+            raise NasError(f"--epochs: {args.epochs:g} must be longer than the space's warm-up "
+                           f"(fidelity.warmup: {f.warmup:g} epochs)")
         f.rungs = [r for r in f.rungs if r < args.epochs] + [float(args.epochs)]
     if args.subset is not None:
         if args.subset < 1:
@@ -136,23 +147,42 @@ def _cmd_search(args: argparse.Namespace) -> int:
         f.val_size = args.val_size
     if args.trials is not None and args.trials < 1:
         raise NasError(f"--trials: must be >= 1, got {args.trials}")
+    if args.timeout is not None and args.timeout < 0:
+        raise NasError(f"--timeout: must be >= 0 seconds (0: no limit), got {args.timeout:g}")
+    if args.workers < 1:
+        raise NasError(f"--workers: must be >= 1, got {args.workers}")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise NasError(f"--heartbeat: must be >= 1 second, got {args.heartbeat}")
+    check_url(args.storage, args.workers)
+    check_constraints(space)  # a ceiling nothing fits is refused before anything is stored
     study_name = args.study or space.name
     command = "python search.py " + " ".join(args.argv[1:] if args.argv[0] == "search" else args.argv)
     run = SearchRun(space=space, study_name=study_name, storage=args.storage, trials=args.trials,
                     timeout=args.timeout or None, seed=args.seed, data=args.data, device=args.device,
-                    precision=args.precision, command=command)
+                    precision=args.precision, command=command, workers=args.workers,
+                    worker_index=args.worker_index, heartbeat=args.heartbeat or HEARTBEAT_INTERVAL)
     try:
-        study = run_search(run, out=lambda line: print(line, flush=True))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the running trial is marked FAIL, finished trials are kept in "
-              f"{mask_url(args.storage or 'sqlite:///studies/nas.db')}.\nresume with: {mask_url(command)}",
-              file=sys.stderr)
-        return 130
+        if args.workers > 1 and args.worker_index == 0:
+            from .parallel import run_workers
+
+            study = run_workers(run, args)
+        else:
+            study = run_search(run, out=lambda line: print(line, flush=True))
+    except KeyboardInterrupt as exc:
+        from .search import Terminated
+
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{what}: the running trial is marked FAIL, finished trials are kept.\n"
+              f"resume with: {mask_url(command)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    if args.worker_index > 0:
+        return 0  # a worker started by run_workers: the parent prints the front
     front = pareto_front(study)
     print(f"\nPareto front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
     print(format_front(front) if front else "(no completed, trained trial yet)")
-    print(f"next: python search.py report --study {study_name}    "
-          f"python search.py export --study {study_name} --pick knee -o {study_name}-best.yaml")
+    storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
+    print(f"next: python search.py report --study {study_name}{storage}    "
+          f"python search.py export --study {study_name}{storage} --pick knee -o {study_name}-best.yaml")
     return 0
 
 
@@ -168,7 +198,7 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
-    from .search import load_study
+    from .storage import load_study
 
     study = load_study(args.study, args.storage)
     out = write_report(study, args.out or Path("studies") / args.study)
@@ -191,11 +221,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .report import export_trial, pick_trial
-    from .search import load_study
+    from .storage import load_study, storage_for_reading
 
     study = load_study(args.study, args.storage)
     trial = pick_trial(study, args.pick, args.max_macs, args.trial)
-    out = export_trial(study, trial, args.output, args.storage)
+    out = export_trial(study, trial, args.output, storage_for_reading(args.storage, args.study))
     how = f"trial {trial.number}" if args.trial is not None else f"{args.pick} of the Pareto front: trial {trial.number}"
     print(f"exported {how} (val accuracy {out['val_accuracy']:.4f}, {out['macs'] / 1e6:.2f}M MACs, "
           f"{out['params']:,} params, hash {out['structure_hash']}) to {out['path']}")
@@ -206,7 +236,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
-    from .search import mask_url, open_storage
+    from .storage import mask_url, open_storage
 
     storage = open_storage(args.storage)
     print(f"optuna-dashboard for {mask_url(args.storage or 'sqlite:///studies/nas.db')} on "
@@ -231,6 +261,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=_progress_printer(),
     )
     print(f"validation accuracy {result['val_accuracy']:.4f}, test accuracy {result['test_accuracy']:.4f} "
+          f"(with flip test-time augmentation {result['test_accuracy_flip_tta']:.4f}) "
           f"after {result['epochs']:g} epochs in {result['train_seconds']:.0f} s "
           f"({result['images_per_second']:.0f} images/s, {result['precision']})")
     print(f"checkpoint: {result['checkpoint']}")
@@ -241,7 +272,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _progress_printer():
     """A tqdm bar with ETA on a terminal; plain lines every ~5 % otherwise
     (logs and CI capture)."""
-    state: dict = {}
+    # the clock starts when training starts (the first call), and the first
+    # line waits until a rate is known, so no line claims "eta 0s"
+    state: dict = {"next": None}
 
     def update(step: int, total: int, loss: float) -> None:
         if sys.stderr.isatty():
@@ -254,11 +287,14 @@ def _progress_printer():
             if step >= total:
                 bar.close()
             return
-        start = state.setdefault("start", time.perf_counter())
-        due = state.get("next", 0)
-        if step >= due or step >= total:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / step * (total - step) if step else 0
+        if state["next"] is None:
+            state.update(start=time.perf_counter(), first=step, next=step + max(1, total // 20))
+            if step < total:
+                return
+            state["first"] = 0
+        if step >= state["next"] or step >= total:
+            elapsed = time.perf_counter() - state["start"]
+            eta = elapsed / (step - state["first"]) * (total - step)
             print(f"step {step}/{total}  loss {loss:.3f}  elapsed {elapsed:.0f}s  eta {eta:.0f}s", file=sys.stderr,
                   flush=True)
             state["next"] = step + max(1, total // 20)

@@ -17,7 +17,8 @@ from .config import ArchConfig
 from .errors import NasError
 from .models import build_model
 from .profile import profile
-from .search import DEFAULT_STORAGE, mask_url, pareto_front
+from .search import pareto_front
+from .storage import DEFAULT_STORAGE, mask_url
 
 PICKS = ("knee", "accuracy", "smallest")
 
@@ -105,11 +106,16 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
 
 def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     """Trials and front as CSV, the plot as PNG; returns paths and figures."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if not finished:
+        raise NasError(f"study {study.study_name!r} has no finished trial yet ({len(study.trials)} trials, none "
+                       f"completed or pruned); nothing to report")
+    # everything that can fail on the study's contents runs before a file is written
     trials = trials_frame(study)
     front = front_frame(study)
     ref = reference_point(study)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     hv = hypervolume([(r.val_accuracy, r.macs) for r in front.itertuples()], ref)
     trials.to_csv(out / "trials.csv", index=False)
     front.to_csv(out / "pareto.csv", index=False)

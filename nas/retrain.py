@@ -72,6 +72,8 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
                    recipe, runtime, progress=progress)
     test_accuracy = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
                              recipe.eval_batch_size)
+    test_accuracy_flip = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
+                                  recipe.eval_batch_size, flip=True)
     wall = time.perf_counter() - started
 
     checkpoint = Path(output) if output else path.with_suffix(".pt")
@@ -89,6 +91,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "val_images": int(splits.val.numel()),
         "val_accuracy": result.val_accuracy,
         "test_accuracy": test_accuracy,
+        "test_accuracy_flip_tta": test_accuracy_flip,
         "rung_accuracies": [[e, a] for e, a in result.rung_accuracies],
         "train_seconds": result.train_seconds,
         "wall_seconds": wall,

@@ -19,14 +19,14 @@ One trial, in order (design.md sections 2, 6, 7):
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import re
+import signal
 import time
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -41,9 +41,10 @@ from .models import build_model
 from .profile import profile
 from .retrain import versions
 from .space import SearchSpace
+from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, is_journal, mask_url, open_storage,
+                      reap_dead_trials, storage_for_search, worker_identity)
 from .train import DivergedError, Recipe, train
 
-DEFAULT_STORAGE = "sqlite:///studies/nas.db"
 #: study user attr holding the space file the study was created with
 SPACE_ATTR = "space_yaml"
 
@@ -52,34 +53,8 @@ class TrialFailed(Exception):
     """A trial could not be evaluated; the reason is in its user attrs."""
 
 
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-# --------------------------------------------------------------------------- storage and study
-
-
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
-    url = url or DEFAULT_STORAGE
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # sqlalchemy's errors are many; the user needs one line
-        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {' '.join(str(exc).split())[:200]}") from None
-
-
-def load_study(name: str, storage: str | None) -> optuna.Study:
-    """An existing study, or a one-line error listing the ones there are."""
-    store = open_storage(storage)
-    names = [s.study_name for s in optuna.study.get_all_study_summaries(store)]
-    if name not in names:
-        raise NasError(f"no study {name!r} in {mask_url(storage or DEFAULT_STORAGE)}; "
-                       f"studies there: {', '.join(names) or '(none)'}")
-    return optuna.load_study(study_name=name, storage=store)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (the running trial fails, the rest stays)."""
 
 
 #: Optuna 5 takes constraints from ``trial.set_constraint``; older versions
@@ -104,10 +79,12 @@ def _constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get("constraints", [0.0]))
 
 
-def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, seed: int) -> optuna.Study:
+def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, seed: int,
+                     heartbeat: int | None = None) -> optuna.Study:
     """The study ``study_name``, created for ``space`` or resumed. A study
-    made from another space file is not mixed with this one."""
-    store = open_storage(storage)
+    made from another space file is not mixed with this one. ``seed`` is the
+    sampler's (each worker of a parallel run gets its own)."""
+    store = open_storage(storage, heartbeat=heartbeat)
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(store)}
     n_done = 0
     if study_name in existing:
@@ -178,8 +155,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         try:
             return self._evaluate(trial)
-        except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C) during the trial")
+        except KeyboardInterrupt as exc:
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+            trial.set_user_attr("fail_reason", f"{how} during the trial")
             raise
         except (optuna.TrialPruned, TrialFailed):
             raise
@@ -192,6 +170,7 @@ class Objective:
 
     def _evaluate(self, trial: optuna.Trial):
         space, f = self.space, self.space.fidelity
+        trial.set_user_attr(WORKER_ATTR, worker_identity())  # lets a later run tell if this process died
         cfg = space.sample(trial, num_classes=self.data.num_classes)
         cfg.input_size = self.data.image_size
         torch.manual_seed(f.seed)  # initial weights from the trial's seed, as `search.py train` builds them
@@ -256,7 +235,8 @@ class Objective:
             others = self._rung_points(trial, index)
             return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
 
-        recipe = Recipe(rungs=f.rungs[:-1], epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, seed=f.seed)
+        recipe = Recipe(rungs=f.rungs[:-1], epochs=f.epochs, batch_size=f.batch_size, lr=f.lr,
+                        warmup_epochs=f.warmup, grad_clip=f.grad_clip, seed=f.seed)
         # profiling ran in eval mode without gradients: the weights are still the initial ones
         result = train(model, self.data.train_images, self.data.train_labels, self.data.val_images,
                        self.data.val_labels, self.data.mean, self.data.std, recipe, self.runtime, callback=at_rung)
@@ -305,21 +285,21 @@ class SearchRun:
     device: str | None = None
     precision: str = "auto"
     command: str = ""
+    #: processes sharing this machine (each gets cores / workers threads)
+    workers: int = 1
+    #: this process's index among them: offsets the sampler's seed so the
+    #: workers do not propose the same architectures
+    worker_index: int = 0
+    #: seconds between heartbeats on RDB storages (None: off)
+    heartbeat: int | None = HEARTBEAT_INTERVAL
 
 
-def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
-    """Create or resume the study and run trials until ``trials`` more have
-    finished or ``timeout`` seconds have passed."""
-    # our own one-line-per-trial output says what happened (failures with
-    # their reason, in the trial's user attrs too); Optuna's warnings would
-    # add a traceback per failed trial
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    runtime = resolve_runtime(run.device, run.precision)
-    threads = configure_threads()
-    # everything that can be wrong with the input is checked before the
-    # storage is touched, so a bad call writes nothing
-    data = load_search_data(run.space, run.data)
-    study = create_or_resume(run.space, run.study_name, run.storage, run.seed)
+def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
+    """Resolve the storage, create or resume the study and record its
+    provenance. Returns the study and the storage URL actually used."""
+    url = storage_for_search(run.storage, run.study_name, run.workers)
+    heartbeat = None if is_journal(url) else run.heartbeat
+    study = create_or_resume(run.space, run.study_name, url, run.seed + 1000 * run.worker_index, heartbeat)
     if not study.user_attrs:
         study.set_user_attr(SPACE_ATTR, run.space.source)
         study.set_user_attr("space_name", run.space.name)
@@ -331,11 +311,29 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         raise NasError(f"study {run.study_name!r} was run on other data (fingerprint "
                        f"{study.user_attrs['data_fingerprint'][:12]}, now {data.fingerprint[:12]}); "
                        "use --study NEW_NAME")
-    commands = list(study.user_attrs.get("commands", []))
-    study.set_user_attr("commands", commands + [mask_url(run.command)])
+    if run.command and run.worker_index == 0:
+        commands = list(study.user_attrs.get("commands", []))
+        study.set_user_attr("commands", commands + [mask_url(run.command)])
+    return study, url
+
+
+def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
+    """Create or resume the study and run trials until ``trials`` more have
+    finished or ``timeout`` seconds have passed."""
+    # our own one-line-per-trial output says what happened (failures with
+    # their reason, in the trial's user attrs too); Optuna's warnings would
+    # add a traceback per failed trial
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    runtime = resolve_runtime(run.device, run.precision)
+    threads = configure_threads(run.workers)
+    # everything that can be wrong with the input is checked before the
+    # storage is touched, so a bad call writes nothing
+    data = load_search_data(run.space, run.data)
+    study, url = open_search(run, data)
+    reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 
     f = run.space.fidelity
-    out(f"study {run.study_name!r} in {mask_url(run.storage or DEFAULT_STORAGE)}: {len(study.trials)} trials so far; "
+    out(f"study {run.study_name!r} in {mask_url(url)}: {len(study.trials)} trials so far; "
         f"space {run.space.name} ({run.space.sampler}), {len(data.train_labels)} train / {len(data.val_labels)} "
         f"val images, rungs {', '.join(f'{r:g}' for r in f.rungs)} epochs, eta {f.eta}; "
         f"{runtime.device} {runtime.precision}, {threads} threads")
@@ -350,10 +348,30 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         eta = _eta(elapsed, finished[0], target, run.timeout)
         out(f"trial {trial.number:>4} {_summary(trial)}  [{finished[0]}{'/' + str(target) if target else ''}, "
             f"{_minutes(elapsed)} elapsed{', ETA ' + _minutes(eta) if eta is not None else ''}]")
+        reap_dead_trials(study, out)  # another worker may have died meanwhile
 
-    study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
-                   catch=(TrialFailed,), gc_after_trial=False)
+    with _sigterm_as_interrupt():
+        study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
+                       catch=(TrialFailed,), gc_after_trial=False)
     return study
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends the run like Ctrl-C: the running trial is failed with the
+    reason, finished trials stay, the caller prints how to resume."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _eta(elapsed: float, done: int, target: int | None, timeout: float | None) -> float | None:

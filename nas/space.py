@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ DATASETS = ("cifar10", "cifar100", "imagefolder")
 PLACEMENTS = ("stage", "block")
 _TOP_KEYS = ("description", "backbone", "width_multiplier", "stages", "placement", "types", "params",
              "stage_params", "fidelity", "objectives", "constraints", "sampler", "population_size", "seed")
-_FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "seed")
+_FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "warmup", "grad_clip", "seed")
 _CONSTRAINT_KEYS = ("max_macs", "max_params")
 
 
@@ -85,6 +86,11 @@ class Fidelity:
     eta: int = 3
     batch_size: int = 256
     lr: float = 0.4
+    #: epochs of linear warm-up; short, so that the first rung is measured
+    #: after the peak learning rate rather than in the middle of the ramp
+    warmup: float = 0.25
+    #: global gradient-norm clip (None: off)
+    grad_clip: float | None = 2.0
     seed: int = 0
 
     @property
@@ -95,13 +101,14 @@ class Fidelity:
         """Identifies the budget: results at equal keys are comparable."""
         blob = yaml.safe_dump(
             {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
-             "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}, sort_keys=True)
+             "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup, "grad_clip": self.grad_clip,
+             "seed": self.seed}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size,
                 "rungs": list(self.rungs), "eta": self.eta, "batch_size": self.batch_size, "lr": self.lr,
-                "seed": self.seed}
+                "warmup": self.warmup, "grad_clip": self.grad_clip, "seed": self.seed}
 
 
 @dataclass
@@ -274,14 +281,15 @@ def _int(value: Any, key: str, minimum: int = 1) -> int:
     return value
 
 
-def _number(value: Any, key: str) -> float:
+def _number(value: Any, key: str, zero_ok: bool = False) -> float:
     if isinstance(value, str):  # YAML 1.1 reads 60e6 as a string
         try:
             value = float(value)
         except ValueError:
             pass
-    _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-            f"{key}: expected a positive number, got {value!r}")
+    _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value >= 0 if zero_ok else value > 0),
+            f"{key}: expected a {'non-negative' if zero_ok else 'positive'} number, got {value!r}")
     return float(value)
 
 
@@ -465,6 +473,12 @@ def _parse_fidelity(data: Any) -> Fidelity:
         f.batch_size = _int(data["batch_size"], "fidelity.batch_size")
     if "lr" in data:
         f.lr = _number(data["lr"], "fidelity.lr")
+    if "warmup" in data:
+        f.warmup = _number(data["warmup"], "fidelity.warmup", zero_ok=True)
+        _expect(f.warmup < f.epochs, f"fidelity.warmup: {f.warmup:g} epochs must be shorter than the budget "
+                                     f"({f.epochs:g} epochs, the last rung)")
+    if "grad_clip" in data:
+        f.grad_clip = None if data["grad_clip"] is None else _number(data["grad_clip"], "fidelity.grad_clip")
     if "seed" in data:
         f.seed = _int(data["seed"], "fidelity.seed", minimum=0)
     return f
@@ -491,8 +505,8 @@ def _check_buildable(space: SearchSpace) -> None:
                        build_model)
 
 
-def _try_build(space: SearchSpace, s: int, t: str, values: dict[str, Any], what: str, build_model) -> None:
-    cfg = space.base_config()
+def _with_stage(cfg: ArchConfig, s: int, t: str, values: dict[str, Any]) -> ArchConfig:
+    """``cfg`` with type ``t`` and ``values`` in every block of stage ``s``."""
     values = dict(values)
     position = values.pop("position", "standard")
     spec = AttentionSpec(type=t, position=position, params=values)
@@ -502,8 +516,84 @@ def _try_build(space: SearchSpace, s: int, t: str, values: dict[str, Any], what:
     else:
         for block in stage.blocks:
             block.attention = copy.deepcopy(spec)
+    return cfg
+
+
+def _try_build(space: SearchSpace, s: int, t: str, values: dict[str, Any], what: str, build_model) -> None:
+    cfg = _with_stage(space.base_config(), s, t, values)
     try:
         build_model(cfg)
     except ConfigError as exc:
         message = str(exc).split(": ", 1)[-1] if str(exc).startswith("stages[") else str(exc)
         raise ConfigError(f"{what} does not fit stage {s} ({t}): {message}") from None
+
+
+def check_constraints(space: SearchSpace) -> None:
+    """Refuse a ``max_macs``/``max_params`` that no architecture of the space
+    can meet, before anything is trained or stored.
+
+    Each stage's attention changes only that stage's cost, so the cheapest
+    architecture is the backbone plus, per stage, the cheapest choice there.
+    Per stage and type, the cheapest parameter values are found by
+    coordinate descent (every value of one parameter with the others held,
+    two passes), the same value in every block. The first, quick test: the
+    space's first choices ("none" where allowed) already fit.
+    """
+    if not space.constraints:
+        return
+    from .models import build_model
+    from .profile import profile
+
+    def cost(cfg: ArchConfig) -> dict[str, float]:
+        model = build_model(cfg)
+        out = {"params": float(sum(p.numel() for p in model.parameters()))}
+        if "max_macs" in space.constraints:
+            out["macs"] = float(profile(model, cfg.input_size)["macs"])
+        return out
+
+    limits = {k[len("max_"):]: float(v) for k, v in space.constraints.items() if k.startswith("max_")}
+
+    def fits(c: dict[str, float]) -> bool:
+        return all(c[k] <= v for k, v in limits.items())
+
+    first = space.base_config()
+    for s in space.stages:
+        t = "none" if "none" in space.stage_types[s] else space.stage_types[s][0]
+        if t != "none":
+            first = _with_stage(first, s, t, _materialise(t, space.params[s].get(t, {})))
+    if fits(cost(first)):
+        return
+    base = cost(space.base_config())
+    for what, limit in limits.items():
+        total = base[what]
+        for s in space.stages:
+            best = math.inf
+            for t in space.stage_types[s]:
+                if t == "none":
+                    best = min(best, base[what])
+                    continue
+                specs = space.params[s].get(t, {})
+                picked = {name: spec.choices[0] for name, spec in specs.items()}
+
+                def stage_cost(choice_of: dict[str, Any]) -> float:
+                    values: dict[str, Any] = {}
+                    for name in _order(specs):  # list parameters take their length from earlier ones (M)
+                        v = choice_of[name]
+                        values[name] = [v] * _list_length(t, name, values) if specs[name].is_list else v
+                    return cost(_with_stage(space.base_config(), s, t, values))[what]
+
+                current = stage_cost(picked)
+                for _ in range(2):
+                    for name in _order(specs):
+                        for choice in specs[name].choices:
+                            if choice == picked[name]:
+                                continue
+                            c = stage_cost({**picked, name: choice})
+                            if c < current:
+                                current, picked = c, {**picked, name: choice}
+                best = min(best, current)
+            total += best - base[what]
+        if total > limit:
+            unit = f"{total / 1e6:.2f}M MACs" if what == "macs" else f"{total:,.0f} params"
+            raise ConfigError(f"constraints.max_{what}: {limit:g} cannot be met; the cheapest architecture of "
+                              f"this space has about {unit}; allowed: a limit of at least that")

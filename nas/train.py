@@ -55,6 +55,10 @@ class Recipe:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
+    #: clip the global gradient norm to this (None: no clipping). Proxy runs
+    #: use it: a few architectures (e.g. SK with depthwise branches) otherwise
+    #: blow up in their first steps at the peak learning rate.
+    grad_clip: float | None = None
     eval_batch_size: int = 1000
     pad: int = 4
     seed: int = 0
@@ -137,8 +141,10 @@ def normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
-             runtime: Runtime | None = None, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in eval mode over uint8 ``images``."""
+             runtime: Runtime | None = None, batch_size: int = 1000, flip: bool = False) -> float:
+    """Top-1 accuracy in eval mode over uint8 ``images``. ``flip``: average
+    the softmax of each image and its mirror image (test-time augmentation
+    with the one transform the training used that keeps the whole image)."""
     runtime = runtime or resolve_runtime()
     was_training = model.training
     model.eval()
@@ -147,7 +153,10 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean: Sequence[fl
         for start in range(0, images.shape[0], batch_size):
             x = normalise(images[start:start + batch_size].to(runtime.device), mean, std)
             with runtime.autocast():
-                pred = model(x).argmax(1)
+                scores = model(x).float()
+                if flip:
+                    scores = scores.softmax(1) + model(x.flip(3)).float().softmax(1)
+            pred = scores.argmax(1)
             correct += (pred == labels[start:start + batch_size].to(runtime.device)).sum().item()
     finally:
         model.train(was_training)
@@ -239,10 +248,15 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                if recipe.grad_clip is not None:
+                    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                if recipe.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 opt.step()
             step += 1
             if progress is not None and (step % 10 == 0 or step == total_steps):

@@ -12,7 +12,6 @@ import pytest
 
 import nas
 from nas.report import hypervolume, pick_trial
-from nas.search import mask_url
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--subset", "200", "--val-size", "200", "--epochs", "1", "--timeout", "0"]
@@ -163,12 +162,6 @@ def test_export_picks():
     assert pick_trial(study, trial_number=2).number == 2
     with pytest.raises(nas.NasError, match="--max-macs"):
         pick_trial(study, "knee", max_macs=1e6)
-
-
-def test_mask_url_hides_passwords():
-    assert mask_url("postgresql+psycopg2://nas:s3cr3t@db.example:5432/nas") == \
-        "postgresql+psycopg2://nas:***@db.example:5432/nas"
-    assert mask_url("sqlite:///studies/nas.db") == "sqlite:///studies/nas.db"
 
 
 def test_spaces_command_lists_every_space(tmp_path):

@@ -1,0 +1,111 @@
+"""Every bad input of issue 6 item 6, through the real CLI: exit code 2, one
+line on stderr that names the problem (no traceback), and nothing written or
+lost: a study with a finished trial is in the storage before each call and
+is there unchanged after it, and no other file appears."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+SPACES = {
+    "malformed.yaml": "backbone: resnet20\ntypes: [none, se\nparams: {}\n",
+    "unknown_key.yaml": "backbone: resnet20\ntypes: [se]\nbogus: 1\n",
+    "wrong_type.yaml": "backbone: resnet20\ntypes: [se]\nparams: {se: {r: fast}}\n",
+    "empty_choices.yaml": "backbone: resnet20\ntypes: [se]\nparams: {se: {r: []}}\n",
+    "bad_groups.yaml": "backbone: resnet20\ntypes: [sk]\nparams: {sk: {G: [3]}}\n",
+    "unreachable.yaml": "backbone: resnet20\ntypes: [none, se]\nconstraints: {max_macs: 1e6}\n",
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, cifar10_root):
+    """A folder with a study holding one finished trial, the bad space files,
+    an empty data folder and a data folder with an undecodable image."""
+    root = tmp_path_factory.mktemp("bad_input")
+    (root / "studies").mkdir()
+    study = optuna.create_study(study_name="done", storage=f"sqlite:///{root}/studies/nas.db",
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("space_name", "se")
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 4e7], params={}, distributions={},
+                                              user_attrs={"macs": 4e7, "params": 270000}))
+    empty = optuna.create_study(study_name="nothing_finished", storage=f"sqlite:///{root}/studies/nas.db",
+                                directions=["maximize", "minimize"])
+    empty.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
+    for name, text in SPACES.items():
+        (root / name).write_text(text)
+    (root / "malformed_config.yaml").write_text("backbone: [resnet20\n")
+    (root / "empty_data").mkdir()
+    corrupt = root / "corrupt_data"
+    for split in ("train", "test"):
+        for cls in CLASSES:
+            (corrupt / split / cls).mkdir(parents=True)
+            first = sorted((cifar10_root / split / cls).iterdir())[0]
+            shutil.copy(first, corrupt / split / cls / first.name)
+    (corrupt / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+CASES = {
+    "unknown space": (["--space", "nosuch"],
+                      "unknown space 'nosuch'; available: bam, cbam, danet, ea, eca, mixed, psa, sa, se, sk"),
+    "malformed YAML": (["--space", "malformed.yaml"], "malformed YAML at line 3"),
+    "unknown key": (["--space", "unknown_key.yaml"], "unknown key 'bogus'; allowed: description, backbone"),
+    "wrong type": (["--space", "wrong_type.yaml"], "params.se.r: expected an integer, got 'fast'"),
+    "empty choices": (["--space", "empty_choices.yaml"], "params.se.r: empty choices"),
+    "G not dividing channels": (["--space", "bad_groups.yaml"],
+                                "params.sk.G: 3 does not fit stage 1 (sk): sk: G=3 must divide input channels=16; "
+                                "allowed: 1, 2, 4, 8, 16"),
+    "unreachable constraint": (["--space", "unreachable.yaml", "--data", "{data}"],
+                               "constraints.max_macs: 1e+06 cannot be met; the cheapest architecture"),
+    "missing data folder": (["--space", "se", "--data", "empty_data"], "no usable data in"),
+    "corrupt data folder": (["--space", "se", "--data", "corrupt_data"], "cannot decode"),
+    "bad storage URL": (["--space", "se", "--data", "{data}", "--storage", "postgres://nas:hunter2@127.0.0.1/x"],
+                        "--storage: cannot open 'postgres://nas:***@127.0.0.1/x'"),
+    "storage that is no URL": (["--space", "se", "--data", "{data}", "--storage", "studies/nas.db"],
+                               "is neither a database URL"),
+    "SQLite for several workers": (["--space", "se", "--data", "{data}", "--workers", "2", "--storage",
+                                    "sqlite:///studies/nas.db"],
+                                   "SQLite is not safe for 2 concurrent workers"),
+    "bad --trials": (["--space", "se", "--trials", "0"], "--trials: must be >= 1, got 0"),
+    "unknown study for report": (["report", "--study", "nope"], "no study 'nope' in sqlite:///studies/nas.db; "
+                                 "studies there: done, nothing_finished"),
+    "unknown study for export": (["export", "--study", "nope", "-o", "x.yaml"], "no study 'nope'"),
+    "no finished trial (report)": (["report", "--study", "nothing_finished"], "has no finished trial yet"),
+    "no finished trial (export)": (["export", "--study", "nothing_finished", "-o", "x.yaml"],
+                                   "has no completed, trained trial yet"),
+    "train: no such config": (["train", "no_such.yaml"], "config file not found: no_such.yaml"),
+    "train: malformed config": (["train", "malformed_config.yaml"], "malformed YAML at line 2"),
+}
+
+
+def _snapshot(root: Path) -> tuple:
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if "cache" not in p.parts)
+    study = optuna.load_study(study_name="done", storage=f"sqlite:///{root}/studies/nas.db")
+    trials = [(t.number, t.state.name, tuple(t.values or ()), tuple(sorted(t.user_attrs))) for t in study.trials]
+    return files, trials, hashlib.sha256((root / "studies" / "nas.db").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, workdir, cifar10_root):
+    args, expected = CASES[case]
+    args = [a.replace("{data}", str(cifar10_root)) for a in args]
+    before = _snapshot(workdir)
+    env = dict(os.environ, NAS_CACHE=str(workdir / "cache"), NAS_DATA=str(workdir / "empty_data"))
+    out = subprocess.run([sys.executable, str(REPO / "search.py"), *args], capture_output=True, text=True,
+                         cwd=workdir, env=env, timeout=300)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in out.stderr and "hunter2" not in out.stderr + out.stdout
+    assert _snapshot(workdir) == before

@@ -1,0 +1,143 @@
+"""Storage choice and dead-worker recovery (nas/storage.py), without training."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas import storage as st
+from nas.errors import NasError
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def test_mask_url_hides_passwords():
+    assert st.mask_url("postgresql+psycopg2://nas:s3cr3t@db.example:5432/nas") == \
+        "postgresql+psycopg2://nas:***@db.example:5432/nas"
+    assert st.mask_url("sqlite:///studies/nas.db") == "sqlite:///studies/nas.db"
+    assert st.mask_url("studies/nas.journal") == "studies/nas.journal"
+
+
+def test_open_storage_kinds(tmp_path):
+    journal = st.open_storage(str(tmp_path / "a.journal"))
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    rdb = st.open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    assert isinstance(rdb, optuna.storages.RDBStorage)
+    with pytest.raises(NasError, match="neither a database URL .* nor a journal file"):
+        st.open_storage(str(tmp_path / "a.db"))  # a path without a scheme is not guessed at
+    with pytest.raises(NasError, match=r"--storage: cannot open 'nosuchdb://u:\*\*\*@h/d'") as info:
+        st.open_storage("nosuchdb://u:hunter2@h/d")
+    assert "hunter2" not in str(info.value)
+
+
+def test_storage_for_search_and_reading(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert st.storage_for_search(None, "s", 1) == st.DEFAULT_STORAGE
+    assert st.storage_for_search(None, "s", 4) == st.DEFAULT_JOURNAL
+    with pytest.raises(NasError, match="SQLite is not safe for 4 concurrent workers"):
+        st.storage_for_search("sqlite:///x.db", "s", 4)
+    assert st.storage_for_search("x.journal", "s", 4) == "x.journal"
+    # a study made by a parallel run lives in the journal: a later plain run and report find it there
+    optuna.create_study(study_name="par", storage=st.open_storage(st.DEFAULT_JOURNAL))
+    assert st.storage_for_search(None, "par", 1) == st.DEFAULT_JOURNAL
+    assert st.storage_for_reading(None, "par") == st.DEFAULT_JOURNAL
+    assert st.load_study("par", None).study_name == "par"
+    # a study in SQLite is not continued by several writers
+    optuna.create_study(study_name="one", storage=st.open_storage(st.DEFAULT_STORAGE))
+    assert st.storage_for_search(None, "one", 1) == st.DEFAULT_STORAGE
+    with pytest.raises(NasError, match="not safe for 2 concurrent workers; resume it with --workers 1"):
+        st.storage_for_search(None, "one", 2)
+    with pytest.raises(NasError, match=r"no study 'nope' in sqlite:///studies/nas.db; studies there: one; "
+                                       r"in studies/nas.journal: par"):
+        st.load_study("nope", None)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+X = ["a", "b", "alive", "orphan", "boom", "remote", "v"]
+
+
+def _running_trial(study: optuna.Study, worker: dict, **params) -> optuna.Trial:
+    study.enqueue_trial(params)
+    trial = study.ask()
+    for name, value in params.items():
+        assert trial.suggest_categorical(name, X) == value
+    trial.set_user_attr(st.WORKER_ATTR, worker)
+    return trial
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_reap_fails_dead_workers_trial_and_queues_its_params(tmp_path, kind):
+    url = str(tmp_path / "s.journal") if kind == "journal" else f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=st.open_storage(url))
+    done = study.ask()
+    done.suggest_categorical("x", X)
+    study.tell(done, 1.0)
+    me = st.worker_identity()
+    dead = dict(me, pid=_dead_pid())
+    alive = _running_trial(study, me, x="alive")
+    orphan = _running_trial(study, dead, x="orphan")
+    lines: list[str] = []
+    assert st.reap_dead_trials(study, lines.append) == [orphan.number]
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[done.number].state == TrialState.COMPLETE  # finished work untouched
+    assert by_number[alive.number].state == TrialState.RUNNING  # a live process keeps its trial
+    failed = by_number[orphan.number]
+    assert failed.state == TrialState.FAIL
+    assert f"worker process {dead['pid']} on {dead['host']} died" in failed.user_attrs["fail_reason"]
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == orphan.number
+    assert "queued again" in lines[0]
+    # the retry runs with the dead trial's parameters
+    retry = study.ask()
+    assert retry.suggest_categorical("x", X) == "orphan"
+    assert st.reap_dead_trials(study) == []  # nothing more to do
+
+
+def test_reused_pid_is_not_the_same_process(tmp_path):
+    study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
+    impostor = dict(st.worker_identity(), start="1")  # our pid, but another start time
+    trial = _running_trial(study, impostor, x="v")
+    assert st.reap_dead_trials(study) == [trial.number]
+
+
+def test_retries_are_bounded(tmp_path):
+    study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
+    dead = dict(st.worker_identity(), pid=_dead_pid())
+    first = _running_trial(study, dead, x="boom")
+    for attempt in range(st.MAX_RETRIES + 1):
+        st.reap_dead_trials(study)
+        waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+        if attempt < st.MAX_RETRIES:
+            assert len(waiting) == 1 and waiting[0].user_attrs["retry"] == attempt + 1
+            assert waiting[0].user_attrs["retry_of"] == first.number
+            nxt = study.ask()
+            assert nxt.suggest_categorical("x", X) == "boom"
+            nxt.set_user_attr(st.WORKER_ATTR, dead)
+        else:
+            assert waiting == []  # given up after MAX_RETRIES
+    assert sum(t.state == TrialState.FAIL for t in study.get_trials()) == st.MAX_RETRIES + 1
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() without optimize(): fine for this test
+def test_heartbeat_stale_trial_is_failed_with_reason(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    study = optuna.create_study(study_name="hb", storage=st.open_storage(url, heartbeat=1, grace_period=1))
+    other_host = {"host": "elsewhere.invalid", "pid": 1, "start": "1"}
+    trial = _running_trial(study, other_host, x="remote")
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)
+    assert st.reap_dead_trials(study) == [trial.number]
+    failed = study.get_trials()[trial.number]
+    assert failed.state == TrialState.FAIL
+    assert "no heartbeat from worker 1 on elsewhere.invalid" in failed.user_attrs["fail_reason"]
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"x": "remote"}]
