@@ -43,7 +43,7 @@ from .retrain import versions
 from .space import SearchSpace
 from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, is_journal, mask_url, open_storage,
                       reap_dead_trials, storage_for_search, worker_identity)
-from .train import DivergedError, Recipe, train
+from .train import Recipe, train
 
 #: study user attr holding the space file the study was created with
 SPACE_ATTR = "space_yaml"
@@ -161,8 +161,10 @@ class Objective:
             raise
         except (optuna.TrialPruned, TrialFailed):
             raise
-        except (DivergedError, MemoryError, torch.OutOfMemoryError, NasError, RuntimeError, ValueError) as exc:
-            # one trial's problem, not the study's: record why and go on
+        except Exception as exc:
+            # one trial's problem, not the study's (divergence, out of memory on
+            # CPU or GPU, a module that raises): record why and go on. The
+            # traceback is kept too, for the bug report.
             reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
@@ -394,6 +396,7 @@ def _summary(trial: optuna.trial.FrozenTrial) -> str:
         return f"INFEASIBLE {macs}  {a['not_trained']}"
     if trial.state == TrialState.COMPLETE:
         dup = f"  (same as trial {a['duplicate_of']})" if "duplicate_of" in a else ""
+        dup += f"  (retry of trial {a['retry_of']})" if "retry_of" in a else ""
         return f"COMPLETE   acc {trial.values[0]:.4f}  {macs}{dup}"
     if trial.state == TrialState.PRUNED:
         rungs = a.get("rungs") or [[0, math.nan]]

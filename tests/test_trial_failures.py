@@ -1,0 +1,74 @@
+"""Failures inside a trial (issue 6 item 5): divergence, out of memory on CPU
+or GPU, an exception from a module. Each fails that trial with the reason
+in its user attrs; the study goes on."""
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import nas.search as search
+from nas.device import resolve_runtime
+from nas.space import parse_space
+from nas.train import DivergedError
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def _tiny_data() -> search._Data:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(64) % 10
+    return search._Data(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3,
+                        10, 32, "f" * 64)
+
+
+def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch):
+    space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none, se]\nparams: {se: {r: 2}}\n"
+                        "sampler: random\nfidelity: {rungs: [1], batch_size: 16}\n", name="t")
+    errors = [DivergedError("loss became nan at step 3 of 3"), MemoryError("cannot allocate 9 GiB"),
+              torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+              RuntimeError("se: module exploded"), KeyError("a bug in a module")]
+    real_train = search.train
+
+    def flaky_train(*args, **kwargs):
+        if errors:
+            raise errors.pop(0)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search, "train", flaky_train)
+    # every trial a new architecture: same-architecture reuse would skip training
+    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for i in range(6):
+        study.enqueue_trial({"s1.type": ["none", "se"][i % 2], "s2.type": ["none", "se"][i // 2 % 2],
+                             "s3.type": ["none", "se"][i // 4 % 2]})
+    study.optimize(objective, n_trials=6, catch=(search.TrialFailed,))
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 5 + [TrialState.COMPLETE]
+    reasons = [t.user_attrs["fail_reason"] for t in trials[:5]]
+    assert reasons[0].startswith("DivergedError: loss became nan at step 3")
+    assert reasons[1] == "MemoryError: cannot allocate 9 GiB"
+    assert reasons[2].startswith("OutOfMemoryError: CUDA out of memory")
+    assert reasons[3] == "RuntimeError: se: module exploded"
+    assert reasons[4].startswith("KeyError:")
+    for t in trials[:5]:  # the cost was recorded before training failed
+        assert t.user_attrs["macs"] > 0 and "traceback" in t.user_attrs
+    assert 0.0 <= trials[5].values[0] <= 1.0
+
+
+def test_ctrl_c_is_not_swallowed():
+    space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none]\n", name="t")
+    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search, "train", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(objective, n_trials=1, catch=(search.TrialFailed,))
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C) during the trial"
