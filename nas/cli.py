@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +33,9 @@ COMMANDS = ("search", "spaces", "report", "export", "dashboard", "train")
 def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
     p.add_argument("--study", required=study_required, default=None,
                    help="study name" + ("" if study_required else " (default: the space's name)"))
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///studies/nas.db)")
+    p.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                   help="Optuna storage: sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB or a "
+                        "*.journal file (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("dashboard", help="serve optuna-dashboard for the storage (127.0.0.1 by default)")
-    d.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///studies/nas.db)")
+    d.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                   help="Optuna storage (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080)
     d.set_defaults(func=_cmd_dashboard)
@@ -172,6 +176,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from .search import Terminated
 
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        if args.worker_index > 0:  # a worker of run_workers: the parent says how to resume
+            print(f"{what}: the running trial is marked FAIL", flush=True)
+            return 143 if isinstance(exc, Terminated) else 130
         print(f"\n{what}: the running trial is marked FAIL, finished trials are kept.\n"
               f"resume with: {mask_url(command)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130

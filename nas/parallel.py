@@ -8,9 +8,11 @@ seed, and prints their lines prefixed with the worker's number. Processes
 rather than threads: each trial is a PyTorch training loop, and two of those
 in one interpreter would share one set of thread pools.
 
-Ctrl-C reaches every worker (they share the terminal's process group);
-SIGTERM to the parent is passed on. Each worker then fails its running trial
-and exits; finished trials stay in the storage.
+Ctrl-C and SIGTERM to the parent are passed on to every worker, once (the
+workers run in sessions of their own). Each worker then fails its running
+trial and exits; finished trials stay in the storage. A worker that dies
+outright leaves its trial RUNNING; the parent fails and requeues it as soon
+as it sees the worker gone, so the others retry it.
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import optuna
 
 from .errors import NasError
 from .search import SearchRun, Terminated, load_search_data, open_search
-from .storage import open_storage, reap_dead_trials
+from .storage import mask_url, open_storage, reap_dead_trials
 
 
 def split_trials(total: int | None, workers: int) -> list[int | None]:
@@ -36,9 +39,11 @@ def split_trials(total: int | None, workers: int) -> list[int | None]:
     return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
 
 
-def _worker_argv(run: SearchRun, args: argparse.Namespace, url: str, index: int, trials: int | None) -> list[str]:
+def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: int | None) -> list[str]:
+    # the storage URL goes by environment (NAS_STORAGE), not argv, which
+    # every local user can read with ps
     argv = [sys.executable, "-m", "nas.cli", "search", "--space", args.space, "--study", run.study_name,
-            "--storage", url, "--seed", str(run.seed), "--workers", str(run.workers),
+            "--seed", str(run.seed), "--workers", str(run.workers),
             "--worker-index", str(index), "--timeout", str(run.timeout or 0),
             "--heartbeat", str(run.heartbeat or 60), "--precision", run.precision]
     if trials is not None:
@@ -53,54 +58,64 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, url: str, index: int,
 def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], None] = print) -> optuna.Study:
     data = load_search_data(run.space, run.data)  # a missing data folder fails here, once
     study, url = open_search(run, data)
-    reap_dead_trials(study, out)
-    out(f"study {run.study_name!r}: {len(study.trials)} trials so far; starting {run.workers} workers on "
-        f"{url} ({', '.join(str(t) for t in split_trials(run.trials, run.workers))} trials)")
     del data
-
+    reap_dead_trials(study, out)
     shares = split_trials(run.trials, run.workers)
-    procs: list[subprocess.Popen] = []
+    out(f"study {run.study_name!r}: {len(study.trials)} trials so far; starting {run.workers} workers on "
+        f"{mask_url(url)} ({', '.join(str(t) for t in shares)} trials)")
+
+    procs: dict[int, subprocess.Popen] = {}
     lock = threading.Lock()
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        # the workers run in their own sessions (a terminal's Ctrl-C reaches
+        # only this process), so each gets the signal exactly once, from here
+        if received:
+            return
+        received.append(signum)
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signum)
 
     def pump(index: int, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
             with lock:
                 out(f"[w{index}] {line.rstrip()}")
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NAS_STORAGE=url)
     threads = []
-    for index, share in enumerate(shares, start=1):
-        if share == 0:
-            continue
-        proc = subprocess.Popen(_worker_argv(run, args, url, index, share), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
-        procs.append(proc)
-        t = threading.Thread(target=pump, args=(index, proc), daemon=True)
-        t.start()
-        threads.append(t)
-
-    def forward_term(signum, frame):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, forward_term)
     try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:  # they got the signal too; give them time to fail their trial and exit
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        raise
+        for index, share in enumerate(shares, start=1):
+            if share == 0 or received:
+                continue
+            proc = subprocess.Popen(_worker_argv(run, args, index, share), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+            procs[index] = proc
+            t = threading.Thread(target=pump, args=(index, proc), daemon=True)
+            t.start()
+            threads.append(t)
+        codes: dict[int, int] = {}
+        while len(codes) < len(procs):
+            for index, proc in procs.items():
+                if index not in codes and proc.poll() is not None:
+                    codes[index] = proc.returncode
+                    # a worker that died leaves its trial RUNNING: fail and requeue it now,
+                    # so the workers still running pick the retry up
+                    reap_dead_trials(study, out)
+            time.sleep(0.5)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for t in threads:
             t.join(timeout=5)
-    bad = [(i, c) for i, c in enumerate(codes, start=1) if c != 0]
+    if received:
+        raise Terminated() if received[0] == signal.SIGTERM else KeyboardInterrupt()
+    bad = [(i, c) for i, c in sorted(codes.items()) if c != 0]
     if bad:
-        raise NasError("worker " + ", ".join(f"w{i} exited with code {c}" for i, c in bad)
-                       + "; the lines above say why; finished trials are kept")
+        raise NasError(", ".join(f"worker w{i} " + (f"was killed by signal {-c}" if c < 0 else f"exited with code {c}")
+                                 for i, c in bad)
+                       + "; finished trials are kept, and a trial a killed worker left running is failed and "
+                         "retried by the next run")
     return optuna.load_study(study_name=run.study_name, storage=open_storage(url))

@@ -57,6 +57,35 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (the running trial fails, the rest stays)."""
 
 
+class _StopRequest:
+    """Ctrl-C / SIGTERM in this process. The signal handler only raises
+    while a trial is being evaluated (the trial then fails with the reason);
+    anywhere else, e.g. inside Optuna's bookkeeping between trials, it just
+    stops the study after the current step, so no half-written state is
+    left. Repeated signals are ignored."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.in_trial = False
+        self.study: optuna.Study | None = None
+
+    def interrupt(self) -> KeyboardInterrupt:
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def handler(self, signum, frame) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self.study is not None:
+            self.study.stop()
+        if self.in_trial:
+            self.in_trial = False
+            raise self.interrupt()
+
+
+_STOP = _StopRequest()
+
+
 #: Optuna 5 takes constraints from ``trial.set_constraint``; older versions
 #: from the samplers' ``constraints_func`` (deprecated in 5)
 _SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
@@ -154,7 +183,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial):
         try:
-            return self._evaluate(trial)
+            trial.set_user_attr(WORKER_ATTR, worker_identity())  # lets a later run tell if this process died
+            if _STOP.signum is not None:  # the signal came between Optuna's stop check and this trial
+                raise _STOP.interrupt()
+            _STOP.in_trial = True
+            try:
+                return self._evaluate(trial)
+            finally:
+                _STOP.in_trial = False
         except KeyboardInterrupt as exc:
             how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
             trial.set_user_attr("fail_reason", f"{how} during the trial")
@@ -172,7 +208,6 @@ class Objective:
 
     def _evaluate(self, trial: optuna.Trial):
         space, f = self.space, self.space.fidelity
-        trial.set_user_attr(WORKER_ATTR, worker_identity())  # lets a later run tell if this process died
         cfg = space.sample(trial, num_classes=self.data.num_classes)
         cfg.input_size = self.data.image_size
         torch.manual_seed(f.seed)  # initial weights from the trial's seed, as `search.py train` builds them
@@ -352,28 +387,33 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
             f"{_minutes(elapsed)} elapsed{', ETA ' + _minutes(eta) if eta is not None else ''}]")
         reap_dead_trials(study, out)  # another worker may have died meanwhile
 
-    with _sigterm_as_interrupt():
+    with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
                        catch=(TrialFailed,), gc_after_trial=False)
+        if _STOP.signum is not None:  # stopped between trials: tell the caller how it ended
+            raise _STOP.interrupt()
     return study
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM ends the run like Ctrl-C: the running trial is failed with the
-    reason, finished trials stay, the caller prints how to resume."""
-    def handler(signum, frame):
-        raise Terminated()
-
+def _signals_stop(study: optuna.Study):
+    """Ctrl-C and SIGTERM end the run cleanly (see :class:`_StopRequest`):
+    the running trial fails with the reason, finished trials stay, the
+    caller prints how to resume."""
+    _STOP.__init__()
+    _STOP.study = study
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _STOP.handler)
     except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _STOP.study = None
 
 
 def _eta(elapsed: float, done: int, target: int | None, timeout: float | None) -> float | None:

@@ -47,13 +47,21 @@ WORKER_ATTR = "worker"
 
 
 def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``;
+    a ``password=`` query parameter is masked too."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&\s]*", r"\1***", url)
 
 
-def _password(url: str) -> str | None:
-    m = re.search(r"://[^:/@]+:([^@]*)@", url)
-    return m.group(1) if m and m.group(1) else None
+def _passwords(url: str) -> list[str]:
+    found = re.findall(r"://[^:/@]*:([^@]*)@", url) + re.findall(r"[?&]password=([^&\s]*)", url)
+    return [p for p in found if p]
+
+
+def _scrub(message: str, url: str) -> str:
+    for secret in _passwords(url):
+        message = message.replace(secret, "***")
+    return message
 
 
 def is_journal(url: str) -> bool:
@@ -75,10 +83,10 @@ def open_storage(url: str | None, heartbeat: int | None = None,
     seconds between heartbeats on RDB storages (None: off)."""
     url = url or DEFAULT_STORAGE
     if is_journal(url):
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
             # the open()-based lock works on every local filesystem, where
             # the default symlink lock needs symlink support
             return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
@@ -90,7 +98,10 @@ def open_storage(url: str | None, heartbeat: int | None = None,
     if is_sqlite(url):
         path = url[len("sqlite:///"):]
         if path not in ("", ":memory:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise NasError(f"--storage: cannot create the folder of {path}: {_one_line(exc)}") from None
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace_period or max(GRACE_PERIOD, 3 * heartbeat),
@@ -100,10 +111,7 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many; the user needs one line
-        message = _one_line(exc)
-        secret = _password(url)
-        if secret:
-            message = message.replace(secret, "***")
+        message = _scrub(_one_line(exc), url)
         raise NasError(f"--storage: cannot open {mask_url(url)!r}: {message}; allowed: sqlite:///PATH.db, "
                        f"postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), or a *.journal file"
                        ) from None
@@ -131,9 +139,9 @@ def check_url(url: str | None, workers: int = 1) -> None:
     try:
         make_url(url).get_dialect()
     except Exception as exc:
-        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_one_line(exc)}; allowed: sqlite:///PATH.db, "
-                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), or a *.journal file"
-                       ) from None
+        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_scrub(_one_line(exc), url)}; allowed: "
+                       f"sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), "
+                       f"or a *.journal file") from None
 
 
 def study_names(url: str | None) -> list[str]:
@@ -223,14 +231,34 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def _boot_id() -> str | None:
+    """Changes at every boot, and differs between machines that share a host
+    name (containers): pids are only compared within one boot of one kernel."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _is_zombie(pid: int) -> bool:
+    """Exited but not yet waited for by its parent: dead for our purposes."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _process_gone(worker: dict[str, Any]) -> bool:
-    """True if ``worker`` ran on this host and its process no longer exists."""
-    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
-        return False  # another machine's process: its heartbeat decides
+    """True if ``worker`` ran on this machine (same host name and boot) and
+    its process no longer exists."""
+    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname() \
+            or worker.get("boot") != _boot_id():
+        return False  # another machine's (or container's) process: its heartbeat decides
     pid = worker.get("pid")
     if not isinstance(pid, int):
         return False
@@ -240,6 +268,8 @@ def _process_gone(worker: dict[str, Any]) -> bool:
         return True
     except PermissionError:
         pass  # exists, owned by someone else
+    if _is_zombie(pid):
+        return True
     start = _process_start(pid)
     return start is not None and worker.get("start") is not None and start != worker["start"]
 

@@ -20,6 +20,9 @@ def test_mask_url_hides_passwords():
         "postgresql+psycopg2://nas:***@db.example:5432/nas"
     assert st.mask_url("sqlite:///studies/nas.db") == "sqlite:///studies/nas.db"
     assert st.mask_url("studies/nas.journal") == "studies/nas.journal"
+    assert st.mask_url("postgresql://:s3cr3t@h/db") == "postgresql://:***@h/db"
+    assert st.mask_url("postgresql+psycopg2://u@h/db?sslmode=require&password=s3cr3t") == \
+        "postgresql+psycopg2://u@h/db?sslmode=require&password=***"
 
 
 def test_open_storage_kinds(tmp_path):
