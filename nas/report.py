@@ -44,13 +44,25 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "structure_hash": a.get("structure_hash"),
             "rungs": " ".join(f"{e:g}:{acc:.4f}" for e, acc in rungs),
             "duplicate_of": a.get("duplicate_of"),
+            "retry_of": a.get("retry_of"),
+            "worker": (f"{a['worker'].get('host')}:{a['worker'].get('pid')}"
+                       if isinstance(a.get("worker"), dict) else None),
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
             "seed": a.get("seed"),
             "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
-            "note": a.get("not_trained") or a.get("fail_reason") or "",
+            "note": a.get("not_trained") or a.get("fail_reason")
+            or ("lost: no heartbeat (worker died); parameters queued again"
+                if t.state == TrialState.FAIL and _has_retry(study, t.number) else ""),
         })
     return pd.DataFrame(rows)
+
+
+def _has_retry(study: optuna.Study, number: int) -> bool:
+    """A trial Optuna's own heartbeat check failed has no reason of ours, but
+    its retry names it."""
+    return any(t.user_attrs.get("retry_reason", "").startswith(f"trial {number}:")
+               for t in study.get_trials(deepcopy=False))
 
 
 def front_frame(study: optuna.Study) -> pd.DataFrame:
