@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 
@@ -56,6 +57,7 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: i
 
 
 def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], None] = print) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_search_data(run.space, run.data)  # a missing data folder fails here, once
     study, url = open_search(run, data)
     del data
@@ -84,7 +86,10 @@ def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], N
                 out(f"[w{index}] {line.rstrip()}")
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NAS_STORAGE=url)
+    # the workers import this very package, installed or not
+    package_root = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NAS_STORAGE=url, PYTHONPATH=python_path)
     threads = []
     try:
         for index, share in enumerate(shares, start=1):
