@@ -53,7 +53,9 @@ def main() -> None:
         for n in args.workers:
             journal = Path(tmp) / f"w{n}.journal"
             cmd = [sys.executable, str(REPO / "search.py"), "--space", str(space_file), "--study", f"w{n}",
-                   "--storage", str(journal), "--workers", str(n), "--trials", str(args.trials), "--timeout", "0"] + (["--data", args.data] if args.data else [])
+                   "--storage", str(journal), "--workers", str(n), "--trials", str(args.trials), "--timeout", "0"]
+            if args.data:  # the runs' working directory is a temporary one
+                cmd += ["--data", str(Path(args.data).resolve())]
             started = time.perf_counter()
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
             wall = time.perf_counter() - started
