@@ -77,7 +77,8 @@ class _StopRequest:
             return
         self.signum = signum
         if self.study is not None:
-            self.study.stop()
+            with contextlib.suppress(RuntimeError):  # outside optimize() there is nothing to stop
+                self.study.stop()
         if self.in_trial:
             self.in_trial = False
             raise self.interrupt()
