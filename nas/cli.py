@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="architecture YAML (from export, or written by hand)")
     t.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50)")
     t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.4)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay on conv and linear weights (default: 5e-4)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-size", type=int, default=None, help="validation images held out of train")
     t.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N images")
@@ -262,7 +264,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .retrain import train_config
 
     result = train_config(
-        args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        seed=args.seed,
         val_size=args.val_size, subset=args.subset, data=args.data, dataset=args.dataset,
         device=args.device, precision=args.precision, output=args.output,
         progress=_progress_printer(),

@@ -6,6 +6,8 @@ The test split is touched here and nowhere in the search.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -37,10 +39,18 @@ def versions() -> dict[str, str]:
 
 
 def train_config(config_path: str | Path, *, epochs: float | None = None, batch_size: int | None = None,
-                 lr: float | None = None, seed: int = 0, val_size: int | None = None, subset: int | None = None,
+                 lr: float | None = None, weight_decay: float | None = None, seed: int = 0,
+                 val_size: int | None = None, subset: int | None = None,
                  data: str | None = None, dataset: str | None = None, device: str | None = None,
                  precision: str = "auto", output: str | Path | None = None,
                  progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    recipe = Recipe(seed=seed)  # checked before any data is loaded
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("weight_decay", weight_decay)):
+        if value is not None:
+            if not math.isfinite(value) or value < 0 or (value == 0 and key != "weight_decay"):
+                bound = ">= 0" if key == "weight_decay" else "> 0"
+                raise NasError(f"--{key.replace('_', '-')}: must be {bound}, got {value}")
+            setattr(recipe, key, value)
     path = Path(config_path)
     cfg = load_config(path)
     dataset = dataset or cfg.meta.get("dataset", "cifar10")
@@ -56,13 +66,6 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     splits = make_splits(images.train_labels, DEFAULT_VAL_SIZE if val_size is None else val_size,
                          seed=seed, subset=subset)
     mean, std = channel_stats(images.train_images, splits.train)
-
-    recipe = Recipe(seed=seed)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
-        if value is not None:
-            if value <= 0:
-                raise NasError(f"--{key.replace('_', '-')}: must be > 0, got {value}")
-            setattr(recipe, key, value)
 
     torch.manual_seed(seed)
     model = build_model(cfg)
@@ -87,6 +90,8 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "epochs": recipe.epochs,
         "batch_size": recipe.batch_size,
         "lr": recipe.lr,
+        # the whole recipe, so the run can be repeated exactly
+        "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()},
         "train_images": int(splits.train.numel()),
         "val_images": int(splits.val.numel()),
         "val_accuracy": result.val_accuracy,

@@ -14,6 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+import nas
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -44,6 +46,7 @@ def workdir(tmp_path_factory, cifar10_root):
     for name, text in SPACES.items():
         (root / name).write_text(text)
     (root / "malformed_config.yaml").write_text("backbone: [resnet20\n")
+    nas.preset_config("resnet20").save(root / "resnet20.yaml")
     (root / "empty_data").mkdir()
     corrupt = root / "corrupt_data"
     for split in ("train", "test"):
@@ -85,6 +88,9 @@ CASES = {
                                    "has no completed, trained trial yet"),
     "train: no such config": (["train", "no_such.yaml"], "config file not found: no_such.yaml"),
     "train: malformed config": (["train", "malformed_config.yaml"], "malformed YAML at line 2"),
+    "train: --lr not a number": (["train", "resnet20.yaml", "--lr", "nan"], "--lr: must be > 0, got nan"),
+    "train: negative --weight-decay": (["train", "resnet20.yaml", "--weight-decay=-1e-4"],
+                                       "--weight-decay: must be >= 0, got -0.0001"),
 }
 
 

@@ -142,13 +142,15 @@ def test_train_command_checkpoint_reloads_with_same_predictions(tmp_path, cifar1
     cfg_path = tmp_path / "tiny.yaml"
     tiny_config().save(cfg_path)
     cmd = [sys.executable, "search.py", "train", str(cfg_path), "--epochs", "1", "--subset", "600",
-           "--val-size", "500", "--batch-size", "100", "--precision", "fp32", "--data", str(cifar10_root)]
+           "--val-size", "500", "--batch-size", "100", "--weight-decay", "1e-4", "--precision", "fp32",
+           "--data", str(cifar10_root)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout
     results = yaml.safe_load((tmp_path / "tiny.results.yaml").read_text())
     assert results["train_images"] == 600 and results["val_images"] == 500
     assert results["structure_hash"] == tiny_config().structure_hash()
+    assert results["recipe"]["weight_decay"] == 1e-4 and results["recipe"]["batch_size"] == 100
 
     payload = torch.load(tmp_path / "tiny.pt", weights_only=True)
     model = nas.build_model(nas.load_config(cfg_path))
