@@ -22,19 +22,18 @@ accuracy reaches the target.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
+import _cifar
 import torch
 from torch import nn
+from train_speed import _PILImages  # same naive dataset as the throughput benchmark
 
 import nas
-from nas.data import channel_stats, load_dataset, make_splits
-from nas.device import configure_threads, resolve_runtime
+from nas.data import channel_stats
+from nas.device import resolve_runtime
 from nas.train import Recipe, _lr_at, _param_groups, train
-
-from train_speed import _PILImages  # same naive dataset as the throughput benchmark
 
 
 def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, target: float) -> list[tuple]:
@@ -107,15 +106,12 @@ def _first(log: list[tuple], target: float):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="CIFAR-10 folder (default: $NAS_DATA, else data/cifar10)")
+    parser = _cifar.parser(__doc__)
     parser.add_argument("--epochs", type=float, default=15, help="length of the shared schedule")
     parser.add_argument("--target", type=float, default=0.85)
     args = parser.parse_args()
 
-    threads = configure_threads()
-    data = load_dataset("cifar10", args.data)
-    splits = make_splits(data.train_labels, 5000, seed=0)
+    data, splits, threads = _cifar.heldout_split(args.data)
     images, labels = data.train_images[splits.train], data.train_labels[splits.train]
     val_images, val_labels = data.train_images[splits.val], data.train_labels[splits.val]
     mean, std = channel_stats(images)

@@ -16,21 +16,30 @@ worker start-up) are not timed. Prints images/s of both, the ratio, and the
 achieved training GFLOP/s (3 x forward MACs x 2 FLOPs per image) against this
 machine's matmul peak in the dtype each one used, measured here too.
 
-    python benchmarks/train_speed.py [--data DIR] [--steps 60] [--batch-size 256]
+(c) is a ceiling, not a trainer: the model's convolutions alone, forward and
+backward, each timed on its own with random inputs of its real shape, in the
+dtype and layout of (a). No trainer built on PyTorch's convolution kernels
+can go faster than (c), whatever it does about batch norm, activations,
+attention, the optimiser and the data, so (c) bounds both targets.
+
+    python benchmarks/train_speed.py [--data DIR] [--steps 60] [--batch-size 256] [--profile]
+
+``--profile`` also prints where (a)'s time goes, operator by operator
+(``torch.profiler``, self time, over all of (a)'s steps).
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
+import _cifar
 import numpy as np
 import torch
 from torch import nn
 
 import nas
-from nas.data import channel_stats, load_dataset, make_splits
-from nas.device import configure_threads, resolve_runtime
+from nas.data import channel_stats
+from nas.device import resolve_runtime
 from nas.train import Recipe, train
 
 
@@ -115,19 +124,46 @@ def run_naive(cfg, images, labels, mean, std, batch_size: int, warmup: int, step
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def conv_ceiling(model: nn.Module, batch_size: int, dtype: torch.dtype | None, repeats: int = 20) -> float:
+    """Images/s if a training step were nothing but the model's convolutions
+    (forward + backward for input and weight), each timed alone on random
+    data of the shape it sees in the model, channels_last, in ``dtype``."""
+    shapes: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: shapes.append((m, tuple(inp[0].shape[1:]))))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    dtype = dtype or torch.float32
+    seconds = 0.0
+    for index, (conv, shape) in enumerate(shapes):
+        layer = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=conv.groups, bias=conv.bias is not None)
+        layer = layer.to(dtype=dtype, memory_format=torch.channels_last)
+        x = torch.randn(batch_size, *shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(index > 0)  # the stem's input is the image: no gradient wanted there
+        grad = torch.randn_like(layer(x))
+        for _ in range(3):
+            layer(x).backward(grad)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            layer(x).backward(grad)
+        seconds += (time.perf_counter() - start) / repeats
+    return batch_size / seconds
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="CIFAR-10 folder (default: $NAS_DATA, else data/cifar10)")
+    parser = _cifar.parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=60, help="timed steps of each (a multiple of 10)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed first steps (a multiple of 10)")
+    parser.add_argument("--profile", action="store_true", help="print (a)'s time per operator")
     args = parser.parse_args()
     if args.steps % 10 or args.warmup % 10 or args.warmup < 10:
         parser.error("--steps and --warmup must be multiples of 10 (the trainer reports every 10 steps)")
 
-    threads = configure_threads()
-    data = load_dataset("cifar10", args.data)
-    splits = make_splits(data.train_labels, 5000, seed=0)
+    data, splits, threads = _cifar.heldout_split(args.data)
     images, labels = data.train_images[splits.train], data.train_labels[splits.train]
     mean, std = channel_stats(images)
     cfg = nas.paper_config("resnet20", "se")
@@ -135,21 +171,32 @@ def main() -> None:
     flops_per_image = 3 * macs * 2
 
     ours, precision = run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+    if args.profile:  # a second run of (a) under the profiler, so the timed run above stays unperturbed
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     naive = run_naive(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    ceiling = conv_ceiling(nas.build_model(cfg), args.batch_size, amp)
     peak = {"fp32": matmul_peak(torch.float32)}
     if precision != "fp32":
-        peak[precision] = matmul_peak({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+        peak[precision] = matmul_peak(amp)
 
     print(f"# resnet20 + SE ({macs / 1e6:.2f} M MACs/image), batch {args.batch_size}, {args.steps} timed steps "
           f"after {args.warmup} warm-up steps; torch {torch.__version__}, {threads} threads, "
           f"{platform.machine()}, numpy {np.__version__}")
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
-    rows = [("(a) nas.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32")]
+    rows = [("(a) nas.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32"),
+            ("(c) convolutions alone", ceiling, precision)]
     for name, ips, prec in rows:
         gflops = ips * flops_per_image / 1e9
         print(f"{name:<26} {ips:8.0f} images/s  {prec:>4}  {gflops:6.0f} GFLOP/s = "
               f"{gflops / peak[prec]:5.1%} of the {prec} matmul peak")
     print(f"ratio (a)/(b): {ours / naive:.2f}x")
+    print(f"ceiling (c)/(b): {ceiling / naive:.2f}x; (a) spends {1 - ours / ceiling:.0%} of its step time "
+          f"outside the convolutions")
 
 
 if __name__ == "__main__":
