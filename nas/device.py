@@ -33,11 +33,71 @@ def cpu_has_bf16() -> bool:
 
 
 def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity), not the machine's."""
+    """Cores this process may use, not the machine's: its CPU affinity, capped
+    by a cgroup CPU quota (``docker --cpus``, Kubernetes CPU limits), which
+    affinity does not show. More compute threads than the quota only get the
+    process throttled, so a quota of 1.5 CPUs gives 1 thread."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, int(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """CPUs this process's cgroups allow (quota / period), or None without a
+    quota. Reads cgroup v2 ``cpu.max`` and v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` in the process's cgroup and every ancestor (a
+    parent's quota binds its children; inside a container the mount's root is
+    the container's own cgroup); the tightest one wins."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":  # v2 (unified, or beside v1 in hybrid mode)
+            for mount in (root, os.path.join(root, "unified")):
+                for folder in _cgroup_folders(mount, path):
+                    limits += _read_v2_quota(os.path.join(folder, "cpu.max"))
+        elif "cpu" in controllers.split(","):  # v1: mounted as cpu, or together with cpuacct
+            for mount in (os.path.join(root, name) for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu")):
+                for folder in _cgroup_folders(mount, path):
+                    limits += _read_v1_quota(folder)
+    return min(limits) if limits else None
+
+
+def _cgroup_folders(mount: str, path: str) -> list[str]:
+    """``mount/path`` and each of its parents up to ``mount``, those that exist."""
+    parts = [p for p in path.split("/") if p]
+    folders = [os.path.join(mount, *parts[:i]) for i in range(len(parts), -1, -1)]
+    return [f for f in folders if os.path.isdir(f)]
+
+
+def _read_v2_quota(file: str) -> list[float]:
+    try:
+        with open(file) as f:
+            quota, period = f.read().split()[:2]
+        return [] if quota == "max" else [int(quota) / int(period)]
+    except (OSError, ValueError, ZeroDivisionError):  # absent or unreadable: no quota known here
+        return []
+
+
+def _read_v1_quota(folder: str) -> list[float]:
+    try:
+        with open(os.path.join(folder, "cpu.cfs_quota_us")) as f:
+            quota = int(f.read())
+        with open(os.path.join(folder, "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+    except (OSError, ValueError):  # absent or unreadable: no quota known here
+        return []
+    return [quota / period] if quota > 0 and period > 0 else []  # -1: no quota
 
 
 @dataclass(frozen=True)
