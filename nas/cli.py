@@ -272,7 +272,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"validation accuracy {result['val_accuracy']:.4f}, test accuracy {result['test_accuracy']:.4f} "
           f"(with flip test-time augmentation {result['test_accuracy_flip_tta']:.4f}) "
-          f"after {result['epochs']:g} epochs in {result['train_seconds']:.0f} s "
+          f"after {result['recipe']['epochs']:g} epochs in {result['train_seconds']:.0f} s "
           f"({result['images_per_second']:.0f} images/s, {result['precision']})")
     print(f"checkpoint: {result['checkpoint']}")
     print(f"results:    {result['results_file']}")

@@ -33,6 +33,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from nas.device import available_cores
 from nas.errors import DataError, NasError
 
 DATASETS = ("cifar10", "cifar100", "imagefolder")
@@ -352,7 +353,7 @@ def _decode_workers(n_images: int) -> int:
         return 1  # fork is only safe and cheap enough on Linux
     if multiprocessing.current_process().daemon:
         return 1  # a daemonic process (e.g. a multiprocessing.Pool worker) may not have children
-    return max(1, min(len(os.sched_getaffinity(0)), _MAX_DECODE_WORKERS))
+    return max(1, min(available_cores(), _MAX_DECODE_WORKERS))
 
 
 def _init_decode_worker() -> None:

@@ -47,9 +47,9 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     recipe = Recipe(seed=seed)  # checked before any data is loaded
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("weight_decay", weight_decay)):
         if value is not None:
-            if not math.isfinite(value) or value < 0 or (value == 0 and key != "weight_decay"):
-                bound = ">= 0" if key == "weight_decay" else "> 0"
-                raise NasError(f"--{key.replace('_', '-')}: must be {bound}, got {value}")
+            zero_allowed = key == "weight_decay"
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+                raise NasError(f"--{key.replace('_', '-')}: must be {'>= 0' if zero_allowed else '> 0'}, got {value}")
             setattr(recipe, key, value)
     path = Path(config_path)
     cfg = load_config(path)
@@ -87,10 +87,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "dataset": dataset,
         "data_fingerprint": images.fingerprint,
         "seed": seed,
-        "epochs": recipe.epochs,
-        "batch_size": recipe.batch_size,
-        "lr": recipe.lr,
-        # the whole recipe, so the run can be repeated exactly
+        # the whole recipe (epochs, batch size, lr, ...), so the run can be repeated exactly
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()},
         "train_images": int(splits.train.numel()),
         "val_images": int(splits.val.numel()),
