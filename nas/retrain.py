@@ -69,10 +69,14 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
 
     torch.manual_seed(seed)
     model = build_model(cfg)
+    # A killed run resumes from here (same model, data, split and recipe).
+    state_file = path.with_name(path.stem + ".train-state.pt")
+    run_key = (f"{cfg.structure_hash()}|{images.fingerprint}|seed={seed}|val={splits.val.numel()}|"
+               f"train={splits.train.numel()}|{runtime.precision}|{dataclasses.asdict(recipe)}")
     started = time.perf_counter()
     result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
                    images.train_images[splits.val], images.train_labels[splits.val], mean, std,
-                   recipe, runtime, progress=progress)
+                   recipe, runtime, progress=progress, state_path=state_file, state_key=run_key)
     test_accuracy = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
                              recipe.eval_batch_size)
     test_accuracy_flip = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
@@ -97,6 +101,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "rung_accuracies": [[e, a] for e, a in result.rung_accuracies],
         "train_seconds": result.train_seconds,
         "wall_seconds": wall,
+        "resumed_from_step": result.resumed_from_step,
         "images_per_second": result.images_per_second,
         "precision": result.precision,
         "device": str(runtime.device),
@@ -106,6 +111,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     }
     results_file = path.with_name(path.stem + ".results.yaml")
     results_file.write_text(yaml.safe_dump(summary, sort_keys=False))
+    state_file.unlink(missing_ok=True)  # the result is saved: nothing left to resume
     summary["results_file"] = str(results_file)
     return summary
 

@@ -15,14 +15,19 @@ over the whole budget (the one-cycle shape of Smith & Topin, arXiv
 1708.07120), label smoothing, weight decay on conv and linear weights only
 (not on norms and biases). The budget is epochs over the training subset,
 split into rungs; after each rung the validation accuracy goes to a callback
-that may stop the run.
+that may stop the run. Long runs can keep a state file (model, optimiser,
+random generator, position in the schedule) written at epoch boundaries, so
+a run that is killed resumes where it was and continues exactly as it would
+have (same batches, same augmentation).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -83,6 +88,7 @@ class TrainResult:
     eval_seconds: float
     precision: str
     history: list[dict] = field(default_factory=list)
+    resumed_from_step: int = 0  # > 0: continued from a state file at this step
 
     @property
     def images_per_second(self) -> float:
@@ -182,18 +188,57 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
+# --------------------------------------------------------------------------- resumable state
+
+STATE_FORMAT = 1
+
+
+def _save_state(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
+                step: int, progress: dict) -> None:
+    payload = {"format": STATE_FORMAT, "key": key, "step": step, "model": model.state_dict(),
+               "optimizer": opt.state_dict(), "generator": generator.get_state(), **progress}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous state intact
+
+
+def _load_state(path: Path, key: str) -> dict | None:
+    """The state saved for the run ``key``, or None if there is none (or it
+    belongs to another run, which the caller is told about)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # damaged or foreign file: start over, but say so
+        print(f"note: cannot read the training state {path} ({str(exc).splitlines()[0]}); starting over",
+              flush=True)
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != key:
+        print(f"note: {path} holds the state of another run (other recipe, data or model); starting over",
+              flush=True)
+        return None
+    return state
+
+
 # --------------------------------------------------------------------------- the loop
 
 
 def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_images: Tensor, val_labels: Tensor,
           mean: Sequence[float], std: Sequence[float], recipe: Recipe | None = None,
           runtime: Runtime | None = None, callback: RungCallback | None = None,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          progress: Callable[[int, int, float], None] | None = None,
+          state_path: str | os.PathLike | None = None, state_key: str = "",
+          state_interval: float = 60.0) -> TrainResult:
     """Train ``model`` in place on uint8 ``train_images`` and report
     validation accuracy at each rung.
 
     ``progress(step, total_steps, loss)`` is called every few steps (for a
     progress bar); ``callback`` after each rung (True stops the run).
+    ``state_path``: keep the run's state there, written at the first epoch
+    boundary at least ``state_interval`` seconds after the last write, and
+    resume from it when it holds the same run (``state_key`` names the run:
+    model, data and recipe; the schedule's length is added here). The caller
+    removes it once the result is safe.
     Raises :class:`DivergedError` on a non-finite loss.
     """
     recipe = recipe or Recipe()
@@ -225,10 +270,33 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
     train_seconds = eval_seconds = 0.0
     stopped = False
     step = 0
+    state_file = Path(state_path) if state_path is not None else None
+    run_key = f"{state_key}|images={n}|batch={batch_size}|steps={total_steps}|rungs={rung_steps}"
+    saved = _load_state(state_file, run_key) if state_file is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        step, train_seconds, eval_seconds = saved["step"], saved["train_seconds"], saved["eval_seconds"]
+        rung_acc = [tuple(r) for r in saved["rung_accuracies"]]
+        history = list(saved["history"])
+        print(f"resuming from {state_file}: step {step} of {total_steps} (epoch {step / steps_per_epoch:.2f})",
+              flush=True)
+    resumed_from = step
+    last_save = time.perf_counter()
     started = time.perf_counter()
     for rung_index, end in enumerate(rung_steps):
+        if end <= step:  # a rung finished before the run was resumed
+            continue
         while step < end:
             if cursor + batch_size > order.numel():  # next epoch: a fresh permutation, drop the remainder
+                if state_file is not None and step > resumed_from and (
+                        time.perf_counter() - last_save >= state_interval):
+                    now = time.perf_counter()
+                    _save_state(state_file, run_key, model, opt, generator, step, {
+                        "train_seconds": train_seconds + now - started, "eval_seconds": eval_seconds,
+                        "rung_accuracies": [list(r) for r in rung_acc], "history": history})
+                    last_save = now
                 order = torch.randperm(n, generator=generator)
                 cursor = 0
             idx = order[cursor:cursor + batch_size].to(dev)
@@ -284,4 +352,5 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
         eval_seconds=eval_seconds,
         precision=runtime.precision,
         history=history,
+        resumed_from_step=resumed_from,
     )

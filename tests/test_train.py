@@ -137,6 +137,49 @@ def test_callback_sees_every_rung_and_can_stop(cifar):
     assert not result.stopped_early and [s[:2] for s in seen] == [(0, 1.0), (1, 2.0), (2, 3.0)]
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_from_its_state_file_exactly(cifar, tmp_path):
+    """A run interrupted in its third epoch and started again (fresh model,
+    other global seed) ends with the same weights and accuracies as a run
+    that was never interrupted: same batches, augmentation and optimiser
+    state from the last epoch boundary on."""
+    data, splits = cifar
+    tr, va = splits.train, splits.val
+    args = (data.train_images[tr], data.train_labels[tr], data.train_images[va], data.train_labels[va],
+            (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), Recipe(epochs=3, rungs=(1,), batch_size=100, lr=0.2))
+    torch.manual_seed(0)
+    whole = nas.build_model(tiny_config())
+    expected = train(whole, *args, FP32)
+
+    state = tmp_path / "run.state.pt"
+
+    def kill_in_epoch_three(step, total, loss):
+        if step >= 70:  # 30 steps an epoch: the state of the epoch-3 boundary (step 60) is on disk
+            raise _Killed
+
+    torch.manual_seed(0)
+    with pytest.raises(_Killed):
+        train(nas.build_model(tiny_config()), *args, FP32, progress=kill_in_epoch_three, state_path=state,
+              state_key="k", state_interval=0)
+    assert state.exists()
+    torch.manual_seed(123)  # the state, not the initialisation, decides what comes next
+    resumed_model = nas.build_model(tiny_config())
+    resumed = train(resumed_model, *args, FP32, state_path=state, state_key="k", state_interval=0)
+    assert resumed.resumed_from_step == 60
+    assert resumed.rung_accuracies == expected.rung_accuracies
+    for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    # a state written for another run (other key) is not used
+    torch.manual_seed(0)
+    other = train(nas.build_model(tiny_config()), *args, FP32, state_path=state, state_key="other",
+                  state_interval=0)
+    assert other.resumed_from_step == 0
+
+
 # ---- the train command
 def test_train_command_checkpoint_reloads_with_same_predictions(tmp_path, cifar10_root):
     cfg_path = tmp_path / "tiny.yaml"

@@ -2,9 +2,14 @@
 
 Channel attention (Eq. 2): M_c = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F))),
 one MLP C -> C/r -> C with biases shared by both descriptors. Spatial
-attention (Eq. 3): M_s = sigmoid(BN(conv_kxk([mean_c(F'); max_c(F')]))),
-2 -> 1 channels, k = 7, no conv bias, BN as in the official code. Applied in
-sequence (Eq. 1): F' = M_c * F, F'' = M_s * F'.
+attention (Eq. 3): M_s = sigmoid(BN(conv_kxk([max_c(F'); mean_c(F')]))),
+2 -> 1 channels, k = 7, no conv bias. Two details follow the official code
+(Jongchan/attention-module, cbam.py), so its checkpoints load unchanged and
+train the same: the pooled maps are stacked max first (its ChannelPool; the
+paper's Eq. 3 writes [AvgPool; MaxPool]), and the spatial BN has momentum
+0.01 (PyTorch's convention: 1 % of each batch's statistics enters the
+running average; PyTorch's default is 0.1). Applied in sequence (Eq. 1):
+F' = M_c * F, F'' = M_s * F'.
 Parameters: 2 C^2 / r + C / r + C + 2 k^2 + 2.
 """
 from __future__ import annotations
@@ -28,12 +33,12 @@ class CBAM(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
-        self.spatial_bn = nn.BatchNorm2d(1)
+        self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
 
     def _mlp(self, z: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(z)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x * (self._mlp(global_avg_pool(x)) + self._mlp(x.amax((2, 3), keepdim=True))).sigmoid()
-        maps = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
+        maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
         return x * self.spatial_bn(self.spatial(maps)).sigmoid()

@@ -6,7 +6,9 @@ k_i and groups g_i, each producing C/S channels (default kernels 3, 5, 7, 9
 with groups 1, 4, 8, 16). SEWeight (Eq. 3-4): one SE module (C/S -> C/(S r)
 -> C/S, with biases, r = 16) shared by all parts gives each part's channel
 weights; softmax across the S parts (Eq. 6) recalibrates them (Eq. 7-8) and
-the parts are concatenated (Eq. 9). Followed by BN and ReLU, as the block's
+the parts are concatenated (Eq. 9) in the official code's order, last part
+first (murufeng/EPSANet, PSAModule.forward: S..1), so that its weights, the
+following BN's above all, load unchanged. Followed by BN and ReLU, as the block's
 3x3 conv would be. Parameters: sum_i k_i^2 C_in (C/S) / g_i + 2 (C/S)^2/r +
 C/(S r) + C/S + 2 C.
 """
@@ -50,5 +52,5 @@ class PSAConv(nn.Module):
         n, s, c = feats.shape[:3]
         pooled = global_avg_pool(feats).reshape(n * s, c, 1, 1)
         weights = self.se_fc2(F.relu(self.se_fc1(pooled))).sigmoid().view(n, s, c, 1, 1).softmax(dim=1)
-        out = (feats * weights).flatten(1, 2)
+        out = (feats * weights).flip(1).flatten(1, 2)  # parts S..1, as the official code concatenates
         return F.relu(self.bn(out), inplace=True)
