@@ -5,6 +5,10 @@ train`` uses)."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
+from pathlib import Path
 
 from nas.data import ImageData, Splits, load_dataset, make_splits
 from nas.device import configure_threads
@@ -23,3 +27,75 @@ def heldout_split(data_dir: str | None) -> tuple[ImageData, Splits, int]:
     threads = configure_threads()
     data = load_dataset("cifar10", data_dir)
     return data, make_splits(data.train_labels, 5000, seed=0), threads
+
+
+def cpu_model() -> str:
+    """The processor's model name (figures are only comparable on one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+class ArmLog:
+    """Epoch logs of a long side-by-side benchmark, one list per arm, kept in
+    a JSON file that is rewritten after every epoch. With the training state
+    each arm keeps beside it, a killed run resumes where it was: finished
+    arms are not trained again, an unfinished one continues from its last
+    epoch boundary, and its wall clock continues from what that boundary
+    had cost, so the times are those of an uninterrupted run. ``setup``
+    (data, schedule, recipe, machine) names the run: a file written for
+    another setup is set aside, never mixed in."""
+
+    def __init__(self, path: str | Path, setup: dict) -> None:
+        self.path, self.setup = Path(path), setup
+        self.arms: dict[str, dict] = {}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("setup") == setup:
+                self.arms = saved["arms"]
+            else:
+                aside = self.path.with_name(self.path.name + f".other-{int(time.time())}")
+                self.path.rename(aside)
+                for state in self.path.parent.glob(f"{self.path.stem}.*.state.pt"):
+                    state.unlink()  # training states of that other setup
+                print(f"note: {self.path} was written for another setup; moved to {aside.name}", flush=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def rows(self, arm: str) -> list[list[float]]:
+        """(epochs done, validation accuracy, wall seconds) after each epoch."""
+        return self.arms.setdefault(arm, {"rows": [], "finished": False})["rows"]
+
+    def finished(self, arm: str) -> bool:
+        return self.arms.get(arm, {}).get("finished", False)
+
+    def state_file(self, arm: str) -> Path:
+        return self.path.with_name(f"{self.path.stem}.{arm}.state.pt")
+
+    def append(self, arm: str, epochs: float, accuracy: float, wall: float) -> None:
+        self.rows(arm).append([epochs, accuracy, wall])
+        self._write()
+
+    def resume_at(self, arm: str, epochs: float) -> float:
+        """Drop rows after ``epochs`` (the training state's epoch boundary);
+        the wall seconds the run had cost up to there."""
+        rows = self.rows(arm)
+        rows[:] = [r for r in rows if r[0] <= epochs + 1e-9]
+        self._write()
+        return rows[-1][2] if rows else 0.0
+
+    def finish(self, arm: str) -> None:
+        self.arms.setdefault(arm, {"rows": [], "finished": False})["finished"] = True
+        self._write()
+        self.state_file(arm).unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"setup": self.setup, "arms": self.arms}, indent=1))
+        os.replace(tmp, self.path)

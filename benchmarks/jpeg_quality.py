@@ -1,16 +1,20 @@
-"""How much JPEG compression of the training and validation images costs
-resnet20, measured on the offline copy.
+"""What the lossy JPEG copy of CIFAR-10 costs resnet20: the original pixels
+against the JPEG copy, the same schedule, one run, side by side.
 
-The offline CIFAR-10 copy is already JPEG (quality 75, chroma subsampled), so
-the loss against the original files cannot be measured here. What can be
-measured is the cost of one more step: decode the copy, re-encode every image
-with Pillow at ``--quality`` (train and validation alike, as a compressed
-dataset would be), and train resnet20 with the schedule of
-``time_to_accuracy.py`` (its ``run_ours``: the default recipe, seed 0,
-validation after every epoch). ``--quality 0`` trains on the copy as shipped,
-for the comparison.
+Arms, each trained and validated on its own copy of the same images (same
+45,000 / 5,000 split, seed 0), with the schedule of ``time_to_accuracy.py``
+(its ``run_ours``: the default recipe, validation after every epoch):
 
-    python benchmarks/jpeg_quality.py [--data DIR] [--quality 50] [--epochs 12]
+* ``original``: the lossless copy (``--data``, default data/cifar10);
+* ``jpeg``: ``../shared/data/cifar10-jpeg.tar.gz`` (quality 75, 4:2:0),
+  unpacked at ``--jpeg`` (default data/cifar10-jpeg);
+* with ``--quality Q``, also ``requality-Q``: the original pixels encoded
+  once with Pillow at quality Q.
+
+Arms keep their epoch log and training state (``--log``), so a killed run
+resumes where it stopped.
+
+    python benchmarks/jpeg_quality.py [--data DIR] [--jpeg DIR] [--epochs 12] [--quality Q] [--log FILE]
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import torch
 from PIL import Image
 from time_to_accuracy import run_ours
 
-from nas.data import channel_stats
+from nas.data import channel_stats, load_dataset
 from nas.device import resolve_runtime
 
 
@@ -41,30 +45,50 @@ def reencode(images: torch.Tensor, quality: int) -> torch.Tensor:
 
 def main() -> None:
     parser = _cifar.parser(__doc__)
-    parser.add_argument("--quality", type=int, default=50, help="JPEG quality 1-95; 0: the copy as shipped")
+    parser.add_argument("--jpeg", default="data/cifar10-jpeg", help="the JPEG copy, unpacked (ImageFolder)")
+    parser.add_argument("--quality", type=int, default=0, help="also train on the originals re-encoded at this "
+                        "JPEG quality (1-95; default 0: no such arm)")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--log", default=None,
+                        help="epoch log kept for resuming (default: studies/benchmarks/jpeg_quality-<epochs>.json)")
     args = parser.parse_args()
     if not 0 <= args.quality <= 95:
-        parser.error(f"--quality: must be 0 (as shipped) or 1-95, got {args.quality}")
+        parser.error(f"--quality: must be 0 (no re-encoded arm) or 1-95, got {args.quality}")
 
-    data, splits, _ = _cifar.heldout_split(args.data)
-    images = data.train_images
+    original, splits, threads = _cifar.heldout_split(args.data)
+    jpeg = load_dataset("cifar10", args.jpeg)
+    if not torch.equal(jpeg.train_labels, original.train_labels):
+        raise SystemExit(f"error: {args.jpeg} does not hold the same images in the same order as {args.data}")
+    arms = {"original": original.train_images, "jpeg": jpeg.train_images}
     if args.quality:
         start = time.perf_counter()
-        images = reencode(images, args.quality)
-        change = (images.float() - data.train_images.float()).abs().mean().item()
-        print(f"re-encoded {len(images)} images at quality {args.quality} in {time.perf_counter() - start:.0f} s; "
-              f"mean change {change:.2f}/255 per pixel value", flush=True)
-    train_images, val_images = images[splits.train], images[splits.val]
-    mean, std = channel_stats(train_images)
-    # time_to_accuracy's own run, so the two benchmarks share one schedule; a
-    # target above 100 % never stops it early, so every epoch is trained
-    log = run_ours(train_images, data.train_labels[splits.train], val_images, data.train_labels[splits.val],
-                   mean, std, args.epochs, target=2.0)
-    epochs_done, accuracy, wall = log[-1]
-    label = f"re-encoded at quality {args.quality}" if args.quality else "as shipped"
-    print(f"resnet20, {epochs_done:.0f} epochs, images {label}: validation {accuracy:.4f} "
-          f"({wall:.0f} s wall, {resolve_runtime().precision})")
+        arms[f"requality-{args.quality}"] = reencode(original.train_images, args.quality)
+        print(f"re-encoded {len(original.train_images)} images at quality {args.quality} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    precision = resolve_runtime().precision
+    setup = {"epochs": args.epochs, "arms": list(arms), "original": original.fingerprint, "jpeg": jpeg.fingerprint,
+             "cpu": _cifar.cpu_model(), "threads": threads, "precision": precision,
+             "torch": str(torch.__version__)}
+    log = _cifar.ArmLog(args.log or f"studies/benchmarks/jpeg_quality-{args.epochs}.json", setup)
+    print(f"# resnet20, {args.epochs} epochs, {splits.train.numel()} train / {splits.val.numel()} val images; "
+          f"{_cifar.cpu_model()}, torch {torch.__version__}, {threads} threads, {precision}; log {log.path}",
+          flush=True)
+    labels = original.train_labels
+    results = {}
+    for arm, images in arms.items():
+        change = (images.float() - original.train_images.float()).abs().mean().item()
+        print(f"{arm}: mean change {change:.2f}/255 per pixel value against the original", flush=True)
+        train_images, val_images = images[splits.train], images[splits.val]
+        mean, std = channel_stats(train_images)
+        # a target above 100 % never stops the run early: every epoch is trained
+        rows = run_ours(train_images, labels[splits.train], val_images, labels[splits.val], mean, std,
+                        args.epochs, target=2.0, log=log, arm=arm)
+        results[arm] = (rows[-1], change)
+    for arm, ((epochs_done, accuracy, wall), change) in results.items():
+        delta = accuracy - results["original"][0][1]
+        print(f"{arm:<14} validation {accuracy:.4f} ({delta:+.4f} vs original) after {epochs_done:.0f} epochs, "
+              f"{wall:.0f} s; mean change {change:.2f}/255")
+
 
 if __name__ == "__main__":
     main()

@@ -83,7 +83,12 @@ class AttentionSpec:
             out["position"] = self.position
         merged = _attention.attention_defaults(self.type)
         merged.update(self.params)
-        out.update(sorted(merged.items()))
+        # A hyper-parameter added to a module after configs existed is left
+        # out at the value that computes what the module computed before it,
+        # so the structure hash of every earlier config (and of the trials and
+        # checkpoints made from it) stays valid.
+        legacy = getattr(_attention.module_class(self.type), "legacy_defaults", {})
+        out.update(sorted((k, v) for k, v in merged.items() if not (k in legacy and legacy[k] == v)))
         return out
 
 

@@ -81,8 +81,10 @@ _PAPER_PLACEMENT: dict[str, dict] = {
     "eca": dict(backbone="resnet50", stride_on="3x3", position="standard",
                 per_stage={"k_size": [3, 5, 5, 7]}),
     "cbam": dict(backbone="resnet50", stride_on="1x1", position="standard"),
-    # once after each of the first three stages (Park et al. sec. 3, Fig. 1)
-    "bam": dict(backbone="resnet50", stride_on="1x1"),
+    # once after each of the first three stages (Park et al. sec. 3, Fig. 1);
+    # the branches multiplied, as the official code that trained the
+    # published models does (nas/attention/bam.py)
+    "bam": dict(backbone="resnet50", stride_on="1x1", params={"combine": "product"}),
     "sa": dict(backbone="resnet50", stride_on="3x3", position="standard"),
     "psa": dict(backbone="resnet50", stride_on="3x3"),
     "sk": dict(backbone="resnext50_32x4d", stride_on="3x3"),
@@ -119,7 +121,8 @@ def paper_config(backbone: str, attention: str, **overrides) -> ArchConfig:
     kind = attention_kind(attention)
     last = len(cfg.stages) - 1
     for s, stage in enumerate(cfg.stages):
-        params = {k: v[s] for k, v in per_stage.items() if k not in overrides and s < len(v)}
+        params = {k: v for k, v in place.get("params", {}).items() if k not in overrides}
+        params.update({k: v[s] for k, v in per_stage.items() if k not in overrides and s < len(v)})
         params.update(_fit_groups(attention, defaults, overrides, cfg, s))
         params.update(overrides)
         if kind == "transition":

@@ -31,7 +31,7 @@ _FREE = {
     _aten.t, _aten.unsqueeze, _aten.squeeze, _aten.flatten, _aten.split, _aten.split_with_sizes,
     _aten.chunk, _aten.slice, _aten.select, _aten.cat, _aten.stack, _aten.clone, _aten.detach,
     _aten._to_copy, _aten.copy_, _aten.empty_like, _aten.zeros_like, _aten.alias, _aten.unbind,
-    _aten.as_strided, _aten.contiguous, _aten.new_empty, _aten.fill_, _aten.zero_, _aten.lift_fresh,
+    _aten.as_strided, _aten.contiguous, _aten.new_empty, _aten.fill_, _aten.zero_, _aten.lift_fresh, _aten.flip,
 }
 # ops already counted as MACs by FlopCounterMode
 _MAC_OPS = {

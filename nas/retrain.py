@@ -24,7 +24,10 @@ from .errors import ConfigError, NasError
 from .models import build_model
 from .train import Recipe, evaluate, train
 
-CHECKPOINT_FORMAT = 1
+#: 2: CBAM stacks its pooled maps [max, mean], PSA concatenates its parts
+#: last first and the DANet gate adds x once (the official code's choices);
+#: format-1 checkpoints were saved before that (see _upgrade_format_1)
+CHECKPOINT_FORMAT = 2
 
 
 def versions() -> dict[str, str]:
@@ -140,5 +143,28 @@ def load_checkpoint(path: str | Path, cfg: ArchConfig | None = None) -> tuple[to
         raise ConfigError(f"checkpoint {path} is of architecture {payload['structure_hash']}, "
                           f"the config is {cfg.structure_hash()}")
     model = build_model(cfg or saved_cfg)
-    model.load_state_dict(payload["state_dict"])
+    state = payload["state_dict"]
+    if payload.get("format", 1) == 1:
+        state = _upgrade_format_1(model, state, path)
+    model.load_state_dict(state)
     return model, payload
+
+
+def _upgrade_format_1(model: torch.nn.Module, state: dict, path: str | Path) -> dict:
+    """Weights saved before CBAM, PSA and DANet followed the official code.
+    CBAM's change is a swap of its spatial conv's two input maps, so its
+    weights are converted exactly; PSA's reversed part order and DANet's
+    single skip change what the rest of the block sees, which no weight
+    conversion undoes: such a checkpoint is refused."""
+    from .attention import CBAM, DualAttention, PSAConv
+
+    state = dict(state)
+    for name, module in model.named_modules():
+        if isinstance(module, CBAM):
+            key = f"{name}.spatial.weight"
+            state[key] = state[key].flip(1)  # was [mean, max], is [max, mean]
+        elif isinstance(module, (PSAConv, DualAttention)):
+            what = "psa" if isinstance(module, PSAConv) else "danet"
+            raise NasError(f"checkpoint {path} was saved by an earlier version whose {what} module computed "
+                           f"something else ({name}); retrain it: python search.py train CONFIG.yaml")
+    return state

@@ -110,10 +110,11 @@ def _constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, seed: int,
-                     heartbeat: int | None = None) -> optuna.Study:
+                     heartbeat: int | None = None, data_fingerprint: str | None = None) -> optuna.Study:
     """The study ``study_name``, created for ``space`` or resumed. A study
-    made from another space file is not mixed with this one. ``seed`` is the
-    sampler's (each worker of a parallel run gets its own)."""
+    made from another space file, or (``data_fingerprint``) on other data, is
+    refused before anything is written to it. ``seed`` is the sampler's (each
+    worker of a parallel run gets its own)."""
     store = open_storage(storage, heartbeat=heartbeat)
     existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(store)}
     n_done = 0
@@ -122,6 +123,7 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, s
         if old.user_attrs.get(SPACE_ATTR) not in (None, space.source):
             raise NasError(f"study {study_name!r} was created from a different space file; "
                            f"use --study NEW_NAME for this one")
+        _check_same_data(study_name, old.user_attrs, data_fingerprint)
         n_done = len(old.trials)
     # the sampler's seed moves on with the study, so a resumed run does not
     # propose the first run's architectures again
@@ -137,6 +139,15 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, s
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(space.objectives))
     return study
+
+
+def _check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None) -> None:
+    """A study's accuracies are only comparable on the data it started on
+    (e.g. not the lossy JPEG copy of CIFAR-10 and the original pixels)."""
+    recorded = user_attrs.get("data_fingerprint")
+    if fingerprint is not None and recorded not in (None, fingerprint):
+        raise NasError(f"study {study_name!r} was run on other data (fingerprint {recorded[:12]}, "
+                       f"now {fingerprint[:12]}); use --study NEW_NAME")
 
 
 # --------------------------------------------------------------------------- the objective
@@ -337,7 +348,8 @@ def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
     provenance. Returns the study and the storage URL actually used."""
     url = storage_for_search(run.storage, run.study_name, run.workers)
     heartbeat = None if is_journal(url) else run.heartbeat
-    study = create_or_resume(run.space, run.study_name, url, run.seed + 1000 * run.worker_index, heartbeat)
+    study = create_or_resume(run.space, run.study_name, url, run.seed + 1000 * run.worker_index, heartbeat,
+                             data.fingerprint)
     if not study.user_attrs:
         study.set_user_attr(SPACE_ATTR, run.space.source)
         study.set_user_attr("space_name", run.space.name)
@@ -345,10 +357,8 @@ def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
         study.set_user_attr("data_fingerprint", data.fingerprint)
         study.set_user_attr("fidelity", run.space.fidelity.as_dict())
         study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
-    elif study.user_attrs.get("data_fingerprint") not in (None, data.fingerprint):
-        raise NasError(f"study {run.study_name!r} was run on other data (fingerprint "
-                       f"{study.user_attrs['data_fingerprint'][:12]}, now {data.fingerprint[:12]}); "
-                       "use --study NEW_NAME")
+    else:  # again: another worker may have created it meanwhile
+        _check_same_data(run.study_name, study.user_attrs, data.fingerprint)
     if run.command and run.worker_index == 0:
         commands = list(study.user_attrs.get("commands", []))
         study.set_user_attr("commands", commands + [mask_url(run.command)])

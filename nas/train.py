@@ -202,6 +202,16 @@ def _save_state(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimiz
     os.replace(tmp, path)  # a kill mid-write leaves the previous state intact
 
 
+def saved_progress(path: str | os.PathLike) -> dict | None:
+    """Where the run kept in state file ``path`` stands (``step``,
+    ``wall_seconds``, ``train_seconds``, ``rung_accuracies``), or None."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # absent or unreadable: train() says so and starts over
+        return None
+    return {k: state[k] for k in ("step", "wall_seconds", "train_seconds", "rung_accuracies") if k in state}
+
+
 def _load_state(path: Path, key: str) -> dict | None:
     """The state saved for the run ``key``, or None if there is none (or it
     belongs to another run, which the caller is told about)."""
@@ -283,7 +293,10 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
         print(f"resuming from {state_file}: step {step} of {total_steps} (epoch {step / steps_per_epoch:.2f})",
               flush=True)
     resumed_from = step
-    last_save = time.perf_counter()
+    # wall time of the whole run, kept across resumes (a benchmark's clock
+    # continues from it: the work lost to a kill is redone and counted once)
+    wall_offset = saved.get("wall_seconds", 0.0) if saved is not None else 0.0
+    last_save = wall_started = time.perf_counter()
     started = time.perf_counter()
     for rung_index, end in enumerate(rung_steps):
         if end <= step:  # a rung finished before the run was resumed
@@ -295,6 +308,7 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
                     now = time.perf_counter()
                     _save_state(state_file, run_key, model, opt, generator, step, {
                         "train_seconds": train_seconds + now - started, "eval_seconds": eval_seconds,
+                        "wall_seconds": wall_offset + now - wall_started,
                         "rung_accuracies": [list(r) for r in rung_acc], "history": history})
                     last_save = now
                 order = torch.randperm(n, generator=generator)

@@ -13,16 +13,44 @@ import torch
 torch.set_flush_denormal(True)
 
 
+@pytest.fixture(autouse=True)
+def _same_torch_state_for_every_test():
+    """Every test starts from the same global torch state, whatever ran
+    before it: the random generator seeded, and the settings that code under
+    test may change (thread count, default dtype, grad mode, determinism,
+    oneDNN) put back afterwards. A test's outcome then never depends on the
+    order the suite runs in."""
+    threads = torch.get_num_threads()
+    dtype = torch.get_default_dtype()
+    grad = torch.is_grad_enabled()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.manual_seed(0)
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    torch.set_grad_enabled(grad)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.mkldnn.enabled = mkldnn
+    torch.set_flush_denormal(True)
+
+
 # --- offline CIFAR-10 (owned by tests/test_data.py) ---------------------------
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR10_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# The original pixels, losslessly as PNG; the JPEG copy beside it is only for
+# benchmarks/jpeg_quality.py.
+CIFAR10_TARBALL = REPO.parent / "shared" / "data" / "cifar10-png.tar.gz"
 
 
 def _is_cifar10_tree(path: Path) -> bool:
+    """A CIFAR-10 ImageFolder tree of the lossless copy (a JPEG tree in the
+    same place is not taken for it)."""
     from nas.data import CIFAR10_CLASSES
 
-    return all((path / split / cls).is_dir() for split in ("train", "test") for cls in CIFAR10_CLASSES)
+    return all((path / split / cls).is_dir() for split in ("train", "test") for cls in CIFAR10_CLASSES) and (
+        path / "train" / CIFAR10_CLASSES[0] / "0000.png").is_file()
 
 
 def _unpack_cifar10(target: Path, tmp_path_factory) -> Path:
@@ -54,8 +82,10 @@ def _unpack_cifar10(target: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory) -> Path:
-    """The offline CIFAR-10 ImageFolder tree: $NAS_DATA if it is one, else
-    <repo>/data/cifar10, unpacked there from ../shared/data on first use."""
+    """The offline CIFAR-10 ImageFolder tree (original pixels, PNG): $NAS_DATA
+    if it is one, else <repo>/data/cifar10, unpacked there from ../shared/data
+    on first use (into a temporary folder if data/cifar10 holds something
+    else, such as the JPEG copy)."""
     env = os.environ.get("NAS_DATA")
     if env and _is_cifar10_tree(Path(env)):
         return Path(env).absolute()

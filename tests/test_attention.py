@@ -38,8 +38,9 @@ def danet_params(C, r=8, **_):
     return 2 * (C * (C // r) + C // r) + C * C + C + 2
 
 
-def ea_params(C, S=64, **_):
-    return 2 * C * S
+def ea_params(C, S=64, wrapper="none", **_):
+    # the official wrapper: 1x1 conv with bias before, 1x1 conv without bias + BN after
+    return 2 * C * S + (2 * C * C + 3 * C if wrapper == "official" else 0)
 
 
 def sk_params(C, out, M=2, G=32, r=16, L=32, **_):
@@ -60,8 +61,8 @@ GATES = {
     "cbam": (cbam_params, [{}, {"r": 8}, {"r": 4, "spatial_kernel": 3}]),
     "sa": (sa_params, [{"groups": 4}, {"groups": 8}, {"groups": 16}]),
     "danet": (danet_params, [{}, {"r": 4}, {"r": 16}]),
-    "ea": (ea_params, [{}, {"S": 16}, {"S": 128}]),
-    "bam": (bam_params, [{}, {"r": 4}, {"r": 8, "num_dilated": 1, "dilation": 2}]),
+    "ea": (ea_params, [{}, {"S": 16}, {"S": 128}, {"wrapper": "official"}, {"S": 16, "wrapper": "official"}]),
+    "bam": (bam_params, [{}, {"r": 4}, {"r": 8, "num_dilated": 1, "dilation": 2}, {"combine": "product"}]),
 }
 CONVS = {
     "sk": (sk_params, [{"G": 8}, {"M": 3, "G": 16, "r": 8, "L": 16}, {"M": 2, "G": 1, "kernels": [3, 7]}]),
@@ -134,9 +135,108 @@ def test_sk_branches_are_dilated_3x3():
     assert all(c.groups == 8 for c in convs)
 
 
-def test_danet_starts_as_twice_the_identity_and_ea_as_identity_plus_memory():
+def test_danet_gate_starts_as_the_identity():
+    # each official module (PAM, CAM) is the identity at init; so is the gate
+    torch.manual_seed(0)
     x = torch.randn(2, 32, 4, 4)
-    torch.testing.assert_close(create_attention("danet", 32)(x), 2 * x)  # gamma = beta = 0
+    m = create_attention("danet", 32)
+    torch.testing.assert_close(m(x), x, rtol=0, atol=0)  # gamma = beta = 0
+    with torch.no_grad():
+        m.gamma.fill_(0.5)
+    assert not torch.allclose(m(x), x)  # and it is not the identity once gamma moves
+
+
+# ---- what the official code computes (hand-computed cases)
+def _bn_identity_scale(bn):
+    """An eval-mode BN with fresh running stats divides by sqrt(1 + eps)."""
+    return 1 / (1 + bn.eps) ** 0.5
+
+
+def test_bam_combines_branches_by_sum_or_product():
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 6, 6)
+    for combine in ("sum", "product"):
+        m = create_attention("bam", 32, r=4, combine=combine).eval()
+        _randomise(m)
+        with torch.no_grad():
+            channel = m.channel_gate(x.mean((2, 3), keepdim=True))  # C x 1 x 1
+            spatial = m.spatial_gate(x)  # 1 x H x W
+            expected = (x * (1 + torch.sigmoid(channel + spatial)) if combine == "sum"  # paper, Eq. 1-2
+                        else x * (1 + torch.sigmoid(channel * spatial)))  # official code
+            torch.testing.assert_close(m(x), expected)
+    with pytest.raises(ValueError, match="bam: combine must be one of sum, product, got 'max'"):
+        create_attention("bam", 32, combine="max")
+
+
+def test_paper_config_builds_bam_as_the_official_code_trained_it():
+    cfg = nas.paper_config("resnet50", "bam")
+    assert [s.transition.params["combine"] for s in cfg.stages[:3]] == ["product"] * 3
+    model = nas.build_model(cfg)
+    assert {m.combine for m in model.modules() if type(m).__name__ == "BAM"} == {"product"}
+    assert nas.paper_config("resnet50", "bam", combine="sum").stages[0].transition.params["combine"] == "sum"
+
+
+def test_cbam_spatial_gate_stacks_max_then_mean_with_bn_momentum_001():
+    m = create_attention("cbam", 16, r=4).eval()
+    assert m.spatial_bn.momentum == 0.01  # official BasicConv's BN
+    with torch.no_grad():
+        nn.init.zeros_(m.fc2.weight)
+        nn.init.zeros_(m.fc2.bias)  # channel gate: sigmoid(0 + 0) = 1/2 everywhere
+        m.spatial.weight.zero_()
+        m.spatial.weight[0, 0, 3, 3] = 1.0  # input map 0 passes through, map 1 is ignored
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 5, 5)
+    half = x / 2
+    expected = half * torch.sigmoid(half.amax(1, keepdim=True) * _bn_identity_scale(m.spatial_bn))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), expected)  # map 0 is the channel max, not the mean
+
+
+def test_psa_concatenates_parts_last_first_as_the_official_code():
+    m = create_attention("psa", 16, out_channels=16, kernels=[3, 5], groups=[1, 2], r=2).eval()
+    _randomise(m)
+    with torch.no_grad():
+        nn.init.zeros_(m.se_fc2.weight)
+        nn.init.zeros_(m.se_fc2.bias)  # equal SE logits: softmax gives each of the 2 parts 1/2
+        m.bn.reset_parameters()
+        m.bn.reset_running_stats()
+        torch.manual_seed(0)
+        x = torch.randn(2, 16, 6, 6)
+        parts = [conv(x) / 2 for conv in m.convs]
+        expected = torch.relu(torch.cat(parts[::-1], 1) * _bn_identity_scale(m.bn))
+        torch.testing.assert_close(m(x), expected)
+
+
+def test_ea_official_wrapper():
+    torch.manual_seed(0)
+    m = create_attention("ea", 16, S=8, wrapper="official").eval()
+    torch.testing.assert_close(m.memory_value.weight, m.memory_key.weight.t())  # M_v = M_k^T at init
+    _randomise(m)
+    x = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        inner = m.conv_in(x)
+        attn = torch.einsum("ncp,sc->nsp", inner.flatten(2), m.memory_key.weight).softmax(-1)  # over positions
+        attn = attn / attn.sum(1, keepdim=True)  # l1 over the S slots
+        mem = torch.einsum("nsp,cs->ncp", attn, m.memory_value.weight).view_as(x)
+        expected = torch.relu(x + m.bn_out(m.conv_out(mem)))
+        torch.testing.assert_close(m(x), expected, rtol=1e-4, atol=1e-5)
+    bare = create_attention("ea", 16, S=8)
+    assert not hasattr(bare, "conv_in")
+    with pytest.raises(ValueError, match="ea: wrapper must be one of none, official, got 'yes'"):
+        create_attention("ea", 16, wrapper="yes")
+
+
+def test_options_added_later_keep_earlier_structure_hashes():
+    # hashes computed by the code before `combine` and `wrapper` existed
+    assert nas.paper_config("resnet20", "bam", combine="sum").structure_hash() == "10513fc98f1606ba"
+    ea = nas.preset_config("resnet20")
+    ea.stages[2].blocks[2].attention = nas.AttentionSpec("ea", "post", {"S": 32})
+    assert ea.structure_hash() == "7420e9499b6ee140"
+    ea.stages[2].blocks[2].attention.params["wrapper"] = "none"  # the same module, written out
+    assert ea.structure_hash() == "7420e9499b6ee140"
+    ea.stages[2].blocks[2].attention.params["wrapper"] = "official"  # another module: another hash
+    assert ea.structure_hash() != "7420e9499b6ee140"
+    assert nas.paper_config("resnet20", "bam").structure_hash() != "10513fc98f1606ba"  # product
 
 
 def test_sk_select_is_softmax_over_branches():

@@ -17,6 +17,8 @@ import pytest
 import nas
 
 REPO = Path(__file__).resolve().parents[1]
+# nas.data's fingerprint of ../shared/data/cifar10-jpeg.tar.gz
+JPEG_COPY_FINGERPRINT = "40e0ca1a15d0eb411cca46561b41da24912cc96163825623239d27b420babfdd"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 SPACES = {
@@ -40,6 +42,14 @@ def workdir(tmp_path_factory, cifar10_root):
     study.set_user_attr("space_name", "se")
     study.add_trial(optuna.trial.create_trial(values=[0.5, 4e7], params={}, distributions={},
                                               user_attrs={"macs": 4e7, "params": 270000}))
+    # a study made on the JPEG copy of CIFAR-10 (its real data fingerprint):
+    # on the lossless copy it must not resume
+    jpeg = optuna.create_study(study_name="jpeg_copy", storage=f"sqlite:///{root}/studies/nas.db",
+                               directions=["maximize", "minimize"])
+    jpeg.set_user_attr("space_name", "se")
+    jpeg.set_user_attr("data_fingerprint", JPEG_COPY_FINGERPRINT)
+    jpeg.add_trial(optuna.trial.create_trial(values=[0.5, 4e7], params={}, distributions={},
+                                             user_attrs={"macs": 4e7, "params": 270000}))
     empty = optuna.create_study(study_name="nothing_finished", storage=f"sqlite:///{root}/studies/nas.db",
                                 directions=["maximize", "minimize"])
     empty.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={}, distributions={}))
@@ -81,7 +91,10 @@ CASES = {
                                    "SQLite is not safe for 2 concurrent workers"),
     "bad --trials": (["--space", "se", "--trials", "0"], "--trials: must be >= 1, got 0"),
     "unknown study for report": (["report", "--study", "nope"], "no study 'nope' in sqlite:///studies/nas.db; "
-                                 "studies there: done, nothing_finished"),
+                                 "studies there: done, jpeg_copy, nothing_finished"),
+    "resume a JPEG-copy study on the original pixels": (
+        ["--space", "se", "--study", "jpeg_copy", "--data", "{data}"],
+        "study 'jpeg_copy' was run on other data (fingerprint 40e0ca1a15d0, now b37db46fbc8b); use --study NEW_NAME"),
     "unknown study for export": (["export", "--study", "nope", "-o", "x.yaml"], "no study 'nope'"),
     "no finished trial (report)": (["report", "--study", "nothing_finished"], "has no finished trial yet"),
     "no finished trial (export)": (["export", "--study", "nothing_finished", "-o", "x.yaml"],

@@ -569,10 +569,13 @@ def test_offline_cifar10(cifar10):
     assert data.train_images.dtype == torch.uint8 and data.train_images.is_contiguous()
     assert torch.bincount(data.train_labels).tolist() == [5000] * 10
     assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    # The copy every test, benchmark and CI run reads is the lossless one:
+    # per-channel mean and std of all 50,000 training images, through the
+    # project's own loader, are the published CIFAR-10 figures to 4 decimals
+    # (the JPEG copy misses them: its std is 0.2452, 0.2428, 0.2606).
     mean, std = channel_stats(data.train_images)
-    # shared/data/README.md: the JPEG copy's decoded statistics.
-    assert mean == pytest.approx((0.4913, 0.4821, 0.4465), abs=1e-3)
-    assert std == pytest.approx((0.2452, 0.2428, 0.2606), abs=1e-3)
+    for got, published in zip(mean + std, (0.49140, 0.48216, 0.44653, 0.24703, 0.24349, 0.26159)):
+        assert abs(got - published) < 5e-5, (mean, std)
     splits = make_splits(data.train_labels, DEFAULT_VAL_SIZE)
     assert torch.bincount(data.train_labels[splits.val]).tolist() == [500] * 10
 
@@ -632,3 +635,4 @@ def test_cli_in_process_reports_cache_hit_and_bad_sizes(tmp_path, capsys):
     assert main([*args, "--val-size", "18"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: val_size must be an integer from 1 to 17") and err.count("\n") == 1
+

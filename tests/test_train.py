@@ -212,3 +212,38 @@ def test_train_command_bad_config_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "search.py", "train", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "config file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_format_1_checkpoints_load_with_cbam_converted_and_psa_refused(tmp_path):
+    from nas.retrain import load_checkpoint, save_checkpoint
+
+    cfg = nas.paper_config("resnet20", "cbam", r=4)
+    torch.manual_seed(0)
+    model = nas.build_model(cfg).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nas.attention.CBAM):
+                m.spatial.weight.normal_()  # the two input maps get different weights
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    path = tmp_path / "cbam.pt"
+    save_checkpoint(path, model, cfg, (0.5,) * 3, (0.25,) * 3)
+    payload = torch.load(path, weights_only=True)
+    # what the earlier version saved: format 1, the spatial conv's maps in [mean, max] order
+    payload["format"] = 1
+    payload["state_dict"] = {k: (v.flip(1) if k.endswith("spatial.weight") else v)
+                             for k, v in payload["state_dict"].items()}
+    torch.save(payload, path)
+    loaded, _ = load_checkpoint(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), expected)
+
+    psa_cfg = nas.paper_config("resnet20", "psa")
+    psa_path = tmp_path / "psa.pt"
+    save_checkpoint(psa_path, nas.build_model(psa_cfg), psa_cfg, (0.5,) * 3, (0.25,) * 3)
+    payload = torch.load(psa_path, weights_only=True)
+    payload["format"] = 1
+    torch.save(payload, psa_path)
+    with pytest.raises(nas.NasError, match=r"psa\.pt was saved by an earlier version whose psa module"):
+        load_checkpoint(psa_path)

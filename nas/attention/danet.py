@@ -6,7 +6,11 @@ E_j = gamma * sum_i s_ji D_i + A_j, gamma initialised to 0.
 Channel attention (sec. 3.3, Eq. 3-4): x_ji = softmax_i(A_i . A_j) over
 channels (the official code subtracts each row's max first: softmax of
 max - energy); E_j = beta * sum_i x_ji A_i + A_j, beta initialised to 0.
-The module returns the sum of both outputs. The N x N attention map makes
+Each official module (junfu1115/DANet, PAM_Module and CAM_Module) is the
+identity at initialisation; as one block gate the two are joined so that this
+still holds: x + gamma P + beta C (the sum of both modules' outputs minus the
+input counted twice; at gamma = beta = 0 the gate is the identity, as a
+block gate must be). The N x N attention map makes
 memory O(N^2): it is only allowed where H W <= ``max_tokens``.
 Parameters: 2 (C^2/r + C/r) + C^2 + C + 2.
 """
@@ -43,4 +47,4 @@ class DualAttention(nn.Module):
         energy_c = torch.bmm(flat, flat.transpose(1, 2))
         energy_c = energy_c.amax(-1, keepdim=True) - energy_c
         chan = torch.bmm(energy_c.softmax(-1), flat)
-        return (self.gamma * pos + self.beta * chan).view(n, c, h, w) + 2 * x
+        return (self.gamma * pos + self.beta * chan).view(n, c, h, w) + x
