@@ -56,14 +56,19 @@ class ArmLog:
     def __init__(self, path: str | Path, setup: dict) -> None:
         self.path, self.setup = Path(path), setup
         self.arms: dict[str, dict] = {}
-        if self.path.exists():
+        if not self.path.exists():
+            # states without their log (a log deleted to start over) would
+            # resume runs whose earlier epochs are not on record
+            for state in self.path.parent.glob(f"{self.path.stem}.*.state.pt*"):
+                state.unlink()
+        else:
             saved = json.loads(self.path.read_text())
             if saved.get("setup") == setup:
                 self.arms = saved["arms"]
             else:
                 aside = self.path.with_name(self.path.name + f".other-{int(time.time())}")
                 self.path.rename(aside)
-                for state in self.path.parent.glob(f"{self.path.stem}.*.state.pt"):
+                for state in self.path.parent.glob(f"{self.path.stem}.*.state.pt*"):
                     state.unlink()  # training states of that other setup
                 print(f"note: {self.path} was written for another setup; moved to {aside.name}", flush=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)

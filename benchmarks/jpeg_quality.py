@@ -29,6 +29,7 @@ from time_to_accuracy import run_ours
 
 from nas.data import channel_stats, load_dataset
 from nas.device import resolve_runtime
+from nas.train import Recipe
 
 
 def reencode(images: torch.Tensor, quality: int) -> torch.Tensor:
@@ -57,8 +58,9 @@ def main() -> None:
 
     original, splits, threads = _cifar.heldout_split(args.data)
     jpeg = load_dataset("cifar10", args.jpeg)
-    if not torch.equal(jpeg.train_labels, original.train_labels):
-        raise SystemExit(f"error: {args.jpeg} does not hold the same images in the same order as {args.data}")
+    if jpeg.classes != original.classes or not torch.equal(jpeg.train_labels, original.train_labels):
+        raise SystemExit(f"error: the labels of {jpeg.source} and {original.source} differ: not two copies "
+                         "of one split")
     arms = {"original": original.train_images, "jpeg": jpeg.train_images}
     if args.quality:
         start = time.perf_counter()
@@ -68,7 +70,7 @@ def main() -> None:
     precision = resolve_runtime().precision
     setup = {"epochs": args.epochs, "arms": list(arms), "original": original.fingerprint, "jpeg": jpeg.fingerprint,
              "cpu": _cifar.cpu_model(), "threads": threads, "precision": precision,
-             "torch": str(torch.__version__)}
+             "torch": str(torch.__version__), "recipe": repr(Recipe(epochs=args.epochs, seed=0))}
     log = _cifar.ArmLog(args.log or f"studies/benchmarks/jpeg_quality-{args.epochs}.json", setup)
     print(f"# resnet20, {args.epochs} epochs, {splits.train.numel()} train / {splits.val.numel()} val images; "
           f"{_cifar.cpu_model()}, torch {torch.__version__}, {threads} threads, {precision}; log {log.path}",

@@ -49,8 +49,9 @@ def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, t
     if log is not None and log.finished(arm):
         return [tuple(r) for r in rows]
     state = log.state_file(arm) if log is not None else None
+    key = f"time_to_accuracy|{arm}|{log.setup if log is not None else ''}"
     offset = 0.0
-    progress = saved_progress(state) if state is not None else None
+    progress = saved_progress(state, key) if state is not None else None
     if progress is not None:  # continue the clock from the state's epoch boundary
         offset = progress["wall_seconds"]
         log.resume_at(arm, progress["step"] * recipe.batch_size / len(labels))
@@ -70,7 +71,7 @@ def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, t
         return accuracy >= target
 
     train(model, images, labels, val_images, val_labels, mean, std, recipe, resolve_runtime(), callback=at_epoch,
-          state_path=state, state_key=f"time_to_accuracy|{arm}|{log.setup if log else ''}", state_interval=0)
+          state_path=state, state_key=key, state_interval=0)
     if log is not None:
         log.finish(arm)
     return [tuple(r) for r in rows]

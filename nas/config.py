@@ -75,7 +75,8 @@ class AttentionSpec:
         return out
 
     def canonical(self) -> dict[str, Any]:
-        """Defaults filled in, inactive parameters dropped."""
+        """Defaults filled in, inactive parameters dropped; a parameter added
+        to a module later is left out at its ``legacy_defaults`` value."""
         out = {"type": self.type}
         if self.type == "none":
             return out

@@ -99,13 +99,14 @@ _STALE_TEMP_SECONDS = 3600
 #                                                    serialises the per-image work)
 #   torchvision, 2 forked processes            3.1  (each worker runs ~1.5x
 #                                                    slower when both vCPUs are busy)
-# The lossless PNG copy, the project's data since then: 14.3 s for both splits
-# through the same path (2-vCPU AMD EPYC, cache miss), once per machine.
 # So: torchvision's libjpeg-turbo decoder in forked worker processes, one per
 # core.  Spawned workers are no option: `import torch, torchvision` alone takes
 # ~5.5 s here.  Batched decode_jpeg(list) saves ~10 % over decode_image per
 # file, but decode_image also reads PNG/WEBP/GIF and names the bad file;
 # formats it lacks (BMP, TIFF, PPM) go through Pillow.
+# The lossless PNG copy, the project's data since the JPEG one: 14.3 s for
+# both splits through the same path (torchvision's PNG decoder, 2-vCPU AMD
+# EPYC, cache miss), once per machine.
 _PARALLEL_MIN_IMAGES = 4096  # below this, forking costs more than it saves
 _MAX_DECODE_WORKERS = 8
 

@@ -76,15 +76,16 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     state_file = path.with_name(path.stem + ".train-state.pt")
     run_key = (f"{cfg.structure_hash()}|{images.fingerprint}|seed={seed}|val={splits.val.numel()}|"
                f"train={splits.train.numel()}|{runtime.precision}|{dataclasses.asdict(recipe)}")
-    started = time.perf_counter()
     result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
                    images.train_images[splits.val], images.train_labels[splits.val], mean, std,
                    recipe, runtime, progress=progress, state_path=state_file, state_key=run_key)
+    started = time.perf_counter()
     test_accuracy = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
                              recipe.eval_batch_size)
     test_accuracy_flip = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
                                   recipe.eval_batch_size, flip=True)
-    wall = time.perf_counter() - started
+    # training and validation over every resume, then the test evaluations
+    wall = result.wall_seconds + time.perf_counter() - started
 
     checkpoint = Path(output) if output else path.with_suffix(".pt")
     save_checkpoint(checkpoint, model, cfg, mean, std)
@@ -137,7 +138,8 @@ def load_checkpoint(path: str | Path, cfg: ArchConfig | None = None) -> tuple[to
     except FileNotFoundError:
         raise NasError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # unpickling refused or file corrupt: one clear line
-        raise NasError(f"cannot load checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NasError(f"cannot load checkpoint {path}: {first_line}") from None
     saved_cfg = ArchConfig.from_yaml(payload["config_yaml"], source=str(path))
     if cfg is not None and cfg.structure_hash() != payload["structure_hash"]:
         raise ConfigError(f"checkpoint {path} is of architecture {payload['structure_hash']}, "

@@ -104,11 +104,13 @@ class Fidelity:
         return self.rungs[-1]
 
     def key(self) -> str:
-        """Identifies the budget: results at equal keys are comparable."""
+        """Identifies the budget: results at equal keys are comparable (the
+        modules' compute revision is part of it: results of modules that
+        computed something else are not)."""
         blob = yaml.safe_dump(
             {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
              "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup, "grad_clip": self.grad_clip,
-             "seed": self.seed}, sort_keys=True)
+             "seed": self.seed, "modules": _attention.COMPUTE_REVISION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def as_dict(self) -> dict[str, Any]:

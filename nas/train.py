@@ -89,6 +89,7 @@ class TrainResult:
     precision: str
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int = 0  # > 0: continued from a state file at this step
+    wall_seconds: float = 0.0  # the whole run, evaluation included, summed over resumes
 
     @property
     def images_per_second(self) -> float:
@@ -194,22 +195,34 @@ STATE_FORMAT = 1
 
 
 def _save_state(path: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-                step: int, progress: dict) -> None:
+                scaler: torch.amp.GradScaler | None, step: int, progress: dict) -> None:
     payload = {"format": STATE_FORMAT, "key": key, "step": step, "model": model.state_dict(),
-               "optimizer": opt.state_dict(), "generator": generator.get_state(), **progress}
+               "optimizer": opt.state_dict(), "generator": generator.get_state(),
+               "scaler": scaler.state_dict() if scaler is not None else {}, **progress}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)  # a kill mid-write leaves the previous state intact
 
 
-def saved_progress(path: str | os.PathLike) -> dict | None:
-    """Where the run kept in state file ``path`` stands (``step``,
-    ``wall_seconds``, ``train_seconds``, ``rung_accuracies``), or None."""
+def saved_progress(path: str | os.PathLike, key: str) -> dict | None:
+    """Where the run ``key`` kept in state file ``path`` stands (``step``,
+    ``wall_seconds``, ``train_seconds``, ``rung_accuracies``): what
+    :func:`train` will resume from, or None where it will start over. ``key``
+    is the caller's ``state_key``; the schedule part train() adds is not
+    compared here (a state of the same caller key and another schedule is
+    refused by train(), which then starts over: pass one schedule per file)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # absent or unreadable: train() says so and starts over
         return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or \
+            not str(state.get("key", "")).startswith(key + "|images="):
+        return None
     return {k: state[k] for k in ("step", "wall_seconds", "train_seconds", "rung_accuracies") if k in state}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _load_state(path: Path, key: str) -> dict | None:
@@ -220,8 +233,7 @@ def _load_state(path: Path, key: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # damaged or foreign file: start over, but say so
-        print(f"note: cannot read the training state {path} ({str(exc).splitlines()[0]}); starting over",
-              flush=True)
+        print(f"note: cannot read the training state {path} ({_first_line(exc)}); starting over", flush=True)
         return None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != key:
         print(f"note: {path} holds the state of another run (other recipe, data or model); starting over",
@@ -286,6 +298,8 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         generator.set_state(saved["generator"])
         step, train_seconds, eval_seconds = saved["step"], saved["train_seconds"], saved["eval_seconds"]
         rung_acc = [tuple(r) for r in saved["rung_accuracies"]]
@@ -306,7 +320,7 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
                 if state_file is not None and step > resumed_from and (
                         time.perf_counter() - last_save >= state_interval):
                     now = time.perf_counter()
-                    _save_state(state_file, run_key, model, opt, generator, step, {
+                    _save_state(state_file, run_key, model, opt, generator, scaler, step, {
                         "train_seconds": train_seconds + now - started, "eval_seconds": eval_seconds,
                         "wall_seconds": wall_offset + now - wall_started,
                         "rung_accuracies": [list(r) for r in rung_acc], "history": history})
@@ -367,4 +381,5 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
         precision=runtime.precision,
         history=history,
         resumed_from_step=resumed_from,
+        wall_seconds=wall_offset + time.perf_counter() - wall_started,
     )

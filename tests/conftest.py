@@ -94,7 +94,7 @@ def cifar10_root(tmp_path_factory) -> Path:
         return target
     if not CIFAR10_TARBALL.is_file():
         pytest.skip(
-            f"offline CIFAR-10 not found: NAS_DATA is not a CIFAR-10 ImageFolder tree, "
-            f"{target} has no train/ and test/, and {CIFAR10_TARBALL} does not exist"
+            f"offline CIFAR-10 not found: NAS_DATA is not the lossless CIFAR-10 ImageFolder tree, "
+            f"{target} is not one either (train/ and test/ of PNGs), and {CIFAR10_TARBALL} does not exist"
         )
     return _unpack_cifar10(target, tmp_path_factory)

@@ -635,4 +635,3 @@ def test_cli_in_process_reports_cache_hit_and_bad_sizes(tmp_path, capsys):
     assert main([*args, "--val-size", "18"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: val_size must be an integer from 1 to 17") and err.count("\n") == 1
-

@@ -149,7 +149,7 @@ def test_killed_run_resumes_from_its_state_file_exactly(cifar, tmp_path):
     data, splits = cifar
     tr, va = splits.train, splits.val
     args = (data.train_images[tr], data.train_labels[tr], data.train_images[va], data.train_labels[va],
-            (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), Recipe(epochs=3, rungs=(1,), batch_size=100, lr=0.2))
+            (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), Recipe(epochs=3, rungs=(1.5,), batch_size=100, lr=0.2))
     torch.manual_seed(0)
     whole = nas.build_model(tiny_config())
     expected = train(whole, *args, FP32)
@@ -169,7 +169,12 @@ def test_killed_run_resumes_from_its_state_file_exactly(cifar, tmp_path):
     resumed_model = nas.build_model(tiny_config())
     resumed = train(resumed_model, *args, FP32, state_path=state, state_key="k", state_interval=0)
     assert resumed.resumed_from_step == 60
-    assert resumed.rung_accuracies == expected.rung_accuracies
+    # the rung in the middle of epoch 2 was measured before the kill and kept
+    assert resumed.rung_accuracies == expected.rung_accuracies and len(expected.rung_accuracies) == 2
+    # the clocks include the time before the kill: the saved 60 steps plus the 30 after it
+    saved = torch.load(state, weights_only=True)
+    assert resumed.wall_seconds > saved["wall_seconds"] > 0
+    assert resumed.train_seconds > saved["train_seconds"] > 0
     for (name, a), b in zip(whole.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -247,3 +252,13 @@ def test_format_1_checkpoints_load_with_cbam_converted_and_psa_refused(tmp_path)
     torch.save(payload, psa_path)
     with pytest.raises(nas.NasError, match=r"psa\.pt was saved by an earlier version whose psa module"):
         load_checkpoint(psa_path)
+
+    danet_cfg = nas.paper_config("resnet20", "danet")
+    danet_path = tmp_path / "danet.pt"
+    save_checkpoint(danet_path, nas.build_model(danet_cfg), danet_cfg, (0.5,) * 3, (0.25,) * 3)
+    payload = torch.load(danet_path, weights_only=True)
+    load_checkpoint(danet_path)  # format 2 loads
+    payload["format"] = 1
+    torch.save(payload, danet_path)
+    with pytest.raises(nas.NasError, match=r"danet\.pt was saved by an earlier version whose danet module"):
+        load_checkpoint(danet_path)

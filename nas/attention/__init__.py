@@ -22,6 +22,12 @@ from .sa import ShuffleAttention
 from .se import SqueezeExcite
 from .sk import SKConv
 
+#: Raised whenever a module computes something else for the same config, so
+#: that results of older code are neither reused nor compared with new ones
+#: (it is part of every search fidelity's key). 2: CBAM's map order and BN
+#: momentum, PSA's part order and DANet's identity gate follow the official code.
+COMPUTE_REVISION = 2
+
 register_attention("none", NoAttention)
 register_attention("se", SqueezeExcite)
 register_attention("sk", SKConv)
@@ -34,6 +40,7 @@ register_attention("danet", DualAttention)
 register_attention("ea", ExternalAttention)
 
 __all__ = [
+    "COMPUTE_REVISION",
     "KINDS",
     "attention_defaults",
     "attention_kind",

@@ -8,9 +8,9 @@ channels (the official code subtracts each row's max first: softmax of
 max - energy); E_j = beta * sum_i x_ji A_i + A_j, beta initialised to 0.
 Each official module (junfu1115/DANet, PAM_Module and CAM_Module) is the
 identity at initialisation; as one block gate the two are joined so that this
-still holds: x + gamma P + beta C (the sum of both modules' outputs minus the
-input counted twice; at gamma = beta = 0 the gate is the identity, as a
-block gate must be). The N x N attention map makes
+still holds: x + gamma P + beta C (the sum of both modules' outputs less one
+copy of x; at gamma = beta = 0 the gate is the identity, as a block gate must
+be). The N x N attention map makes
 memory O(N^2): it is only allowed where H W <= ``max_tokens``.
 Parameters: 2 (C^2/r + C/r) + C^2 + C + 2.
 """
