@@ -18,6 +18,7 @@ resumes where it stopped.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import time
 
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--log", default=None,
                         help="epoch log kept for resuming (default: studies/benchmarks/jpeg_quality-<epochs>.json)")
+    parser.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # a quick check of the script
     args = parser.parse_args()
     if not 0 <= args.quality <= 95:
         parser.error(f"--quality: must be 0 (no re-encoded arm) or 1-95, got {args.quality}")
@@ -68,11 +70,13 @@ def main() -> None:
         print(f"re-encoded {len(original.train_images)} images at quality {args.quality} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
     precision = resolve_runtime().precision
-    setup = {"epochs": args.epochs, "arms": list(arms), "original": original.fingerprint, "jpeg": jpeg.fingerprint,
+    train_idx = splits.train if args.subset is None else splits.train[:args.subset]
+    setup = {"epochs": args.epochs, "arms": list(arms), "train": len(train_idx), "original": original.fingerprint,
+             "jpeg": jpeg.fingerprint,
              "cpu": _cifar.cpu_model(), "threads": threads, "precision": precision,
              "torch": str(torch.__version__), "recipe": repr(Recipe(epochs=args.epochs, seed=0))}
     log = _cifar.ArmLog(args.log or f"studies/benchmarks/jpeg_quality-{args.epochs}.json", setup)
-    print(f"# resnet20, {args.epochs} epochs, {splits.train.numel()} train / {splits.val.numel()} val images; "
+    print(f"# resnet20, {args.epochs} epochs, {len(train_idx)} train / {splits.val.numel()} val images; "
           f"{_cifar.cpu_model()}, torch {torch.__version__}, {threads} threads, {precision}; log {log.path}",
           flush=True)
     labels = original.train_labels
@@ -80,10 +84,10 @@ def main() -> None:
     for arm, images in arms.items():
         change = (images.float() - original.train_images.float()).abs().mean().item()
         print(f"{arm}: mean change {change:.2f}/255 per pixel value against the original", flush=True)
-        train_images, val_images = images[splits.train], images[splits.val]
+        train_images, val_images = images[train_idx], images[splits.val]
         mean, std = channel_stats(train_images)
         # a target above 100 % never stops the run early: every epoch is trained
-        rows = run_ours(train_images, labels[splits.train], val_images, labels[splits.val], mean, std,
+        rows = run_ours(train_images, labels[train_idx], val_images, labels[splits.val], mean, std,
                         args.epochs, target=2.0, log=log, arm=arm)
         results[arm] = (rows[-1], change)
     for arm, ((epochs_done, accuracy, wall), change) in results.items():
