@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from nas.device import available_cores
-from nas.errors import DataError, NasError
+from nas.errors import DataError, NasError, one_line
 
 DATASETS = ("cifar10", "cifar100", "imagefolder")
 
@@ -424,7 +424,7 @@ def _decode_with_pillow(path: str, data: bytearray) -> torch.Tensor:
     # UnidentifiedImageError is an OSError; some plugins raise SyntaxError or
     # ValueError for broken files.
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot decode {path}: {_one_line(exc)}") from exc
+        raise DataError(f"cannot decode {path}: {one_line(exc)}") from exc
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -461,7 +461,7 @@ def _load_torchvision(name: str, root: Path, download: bool) -> dict:
         raise DataError(
             f"{name}: no usable data in {root}: no train/ and test/ ImageFolder subfolders, "
             f"and torchvision's {folder}/ is missing or damaged and {fetch} "
-            f"({type(exc).__name__}: {_one_line(exc)}); {_HINT}"
+            f"({type(exc).__name__}: {one_line(exc)}); {_HINT}"
         ) from exc
     # .data is an N x H x W x 3 view of an N x 3 x H x W array: the permute
     # gives the contiguous layout back without a copy.
@@ -505,7 +505,7 @@ def _read_cache(path: Path, name: str, source: str, signature: str) -> ImageData
         # would be a little faster but needs one file per tensor.
         obj = torch.load(path, weights_only=True)
     except Exception as exc:  # whatever a damaged file makes torch.load raise, rebuilding fixes it
-        warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}: {_one_line(exc)}); rebuilding it")
+        warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}: {one_line(exc)}); rebuilding it")
         return None
     problem = _cache_problem(obj)
     if problem:
@@ -560,7 +560,7 @@ def _write_cache(path: Path, obj: dict) -> None:
         tmp = None
     except OSError as exc:
         # The data is decoded and usable; only the next load will be slower.
-        warnings.warn(f"could not write cache file {path} ({_one_line(exc)}); the next load decodes again")
+        warnings.warn(f"could not write cache file {path} ({one_line(exc)}); the next load decodes again")
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -672,10 +672,6 @@ def channel_stats(
         means.append(s / count / 255)
         stds.append(((count * sq - s * s) / (count * count)) ** 0.5 / 255)
     return tuple(means), tuple(stds)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _list_difference(expected: list[str], found: list[str]) -> str:

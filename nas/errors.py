@@ -7,6 +7,12 @@ its traceback.
 """
 
 
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message folded onto one line (at most ``limit``
+    characters), or its type's name when it has none."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
 class NasError(Exception):
     """An error caused by the user's input; its message is one line that says
     what is wrong and what is allowed."""

@@ -20,7 +20,7 @@ import yaml
 from .config import ArchConfig, load_config
 from .data import DEFAULT_VAL_SIZE, channel_stats, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
-from .errors import ConfigError, NasError
+from .errors import ConfigError, NasError, one_line
 from .models import build_model
 from .train import Recipe, evaluate, train
 
@@ -138,8 +138,7 @@ def load_checkpoint(path: str | Path, cfg: ArchConfig | None = None) -> tuple[to
     except FileNotFoundError:
         raise NasError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # unpickling refused or file corrupt: one clear line
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise NasError(f"cannot load checkpoint {path}: {first_line}") from None
+        raise NasError(f"cannot load checkpoint {path}: {one_line(exc)}") from None
     saved_cfg = ArchConfig.from_yaml(payload["config_yaml"], source=str(path))
     if cfg is not None and cfg.structure_hash() != payload["structure_hash"]:
         raise ConfigError(f"checkpoint {path} is of architecture {payload['structure_hash']}, "

@@ -32,7 +32,7 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from .errors import NasError
+from .errors import NasError, one_line
 
 DEFAULT_STORAGE = "sqlite:///studies/nas.db"
 DEFAULT_JOURNAL = "studies/nas.journal"
@@ -91,7 +91,7 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             # the default symlink lock needs symlink support
             return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
         except Exception as exc:
-            raise NasError(f"--storage: cannot open journal file {url!r}: {_one_line(exc)}") from None
+            raise NasError(f"--storage: cannot open journal file {url!r}: {one_line(exc, 240)}") from None
     if "://" not in url:
         raise NasError(f"--storage: {url!r} is neither a database URL (sqlite:///PATH.db, "
                        f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor a journal file (*.journal, *.log)")
@@ -101,7 +101,7 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise NasError(f"--storage: cannot create the folder of {path}: {_one_line(exc)}") from None
+                raise NasError(f"--storage: cannot create the folder of {path}: {one_line(exc, 240)}") from None
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace_period or max(GRACE_PERIOD, 3 * heartbeat),
@@ -111,14 +111,10 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many; the user needs one line
-        message = _scrub(_one_line(exc), url)
+        message = _scrub(one_line(exc, 240), url)
         raise NasError(f"--storage: cannot open {mask_url(url)!r}: {message}; allowed: sqlite:///PATH.db, "
                        f"postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), or a *.journal file"
                        ) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:240]
 
 
 def check_url(url: str | None, workers: int = 1) -> None:
@@ -139,7 +135,7 @@ def check_url(url: str | None, workers: int = 1) -> None:
     try:
         make_url(url).get_dialect()
     except Exception as exc:
-        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_scrub(_one_line(exc), url)}; allowed: "
+        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_scrub(one_line(exc, 240), url)}; allowed: "
                        f"sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), "
                        f"or a *.journal file") from None
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .device import Runtime, resolve_runtime
+from .errors import one_line
 
 #: ``callback(rung_index, epochs_done, val_accuracy) -> bool``: True stops training
 RungCallback = Callable[[int, float, float], bool]
@@ -221,10 +222,6 @@ def saved_progress(path: str | os.PathLike, key: str) -> dict | None:
     return {k: state[k] for k in ("step", "wall_seconds", "train_seconds", "rung_accuracies") if k in state}
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _load_state(path: Path, key: str) -> dict | None:
     """The state saved for the run ``key``, or None if there is none (or it
     belongs to another run, which the caller is told about)."""
@@ -233,7 +230,7 @@ def _load_state(path: Path, key: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # damaged or foreign file: start over, but say so
-        print(f"note: cannot read the training state {path} ({_first_line(exc)}); starting over", flush=True)
+        print(f"note: cannot read the training state {path} ({one_line(exc)}); starting over", flush=True)
         return None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != key:
         print(f"note: {path} holds the state of another run (other recipe, data or model); starting over",
