@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay on conv and linear weights (default: 5e-4)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--val-size", type=int, default=None, help="validation images held out of train")
+    t.add_argument("--val-size", type=int, default=None,
+                   help="validation images held out of train (default: 5000; 0: none, train on all of them, as "
+                        "He et al. did for their CIFAR-10 test figures)")
     t.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N images")
     t.add_argument("--output", default=None, help="checkpoint path (default: CONFIG with .pt)")
     _add_data_args(t)
@@ -270,7 +272,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, output=args.output,
         progress=_progress_printer(),
     )
-    print(f"validation accuracy {result['val_accuracy']:.4f}, test accuracy {result['test_accuracy']:.4f} "
+    val = "n/a (none held out)" if result["val_accuracy"] is None else f"{result['val_accuracy']:.4f}"
+    print(f"validation accuracy {val}, test accuracy {result['test_accuracy']:.4f} "
           f"(with flip test-time augmentation {result['test_accuracy_flip_tta']:.4f}) "
           f"after {result['recipe']['epochs']:g} epochs in {result['train_seconds']:.0f} s "
           f"({result['images_per_second']:.0f} images/s, {result['precision']})")

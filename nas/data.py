@@ -585,9 +585,12 @@ def default_val_size(num_train: int) -> int:
     return max(1, min(DEFAULT_VAL_SIZE, num_train // 10))
 
 
-def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None) -> Splits:
+def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None, *,
+                allow_no_val: bool = False) -> Splits:
     """Stratified validation split of the training set, and optionally a
-    stratified subset of what remains for training.
+    stratified subset of what remains for training. ``allow_no_val``:
+    ``val_size`` 0 is allowed and holds nothing out (a final training run on
+    every training image; a search always needs a validation split).
 
     Each class gets a share of ``val_size`` (and of ``subset``) proportional
     to its frequency, rounded by largest remainder so the total is exact.
@@ -599,7 +602,8 @@ def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None)
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
     n = labels.numel()
-    _check_count("val_size", val_size, n - 1, f"the training set has {n} images and keeps at least one")
+    _check_count("val_size", val_size, n - 1, f"the training set has {n} images and keeps at least one",
+                 minimum=0 if allow_no_val else 1)
 
     generator = torch.Generator().manual_seed(int(seed))
     _, counts = torch.unique(labels, return_counts=True)
@@ -631,11 +635,11 @@ def _allocate(counts: list[int], total: int) -> list[int]:
     return shares
 
 
-def _check_count(arg: str, value, maximum: int, why: str) -> None:
-    if maximum < 1:
+def _check_count(arg: str, value, maximum: int, why: str, minimum: int = 1) -> None:
+    if maximum < minimum:
         raise DataError(f"{arg} cannot be chosen: {why}")
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= maximum:
-        raise DataError(f"{arg} must be an integer from 1 to {maximum} ({why}), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise DataError(f"{arg} must be an integer from {minimum} to {maximum} ({why}), got {value!r}")
 
 
 # Values per chunk in channel_stats: 16 MB of int32, whatever the image size.

@@ -67,7 +67,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         raise ConfigError(f"{path}: input_size is {cfg.input_size} but {dataset} images are "
                           f"{images.image_size[0]}x{images.image_size[1]}")
     splits = make_splits(images.train_labels, DEFAULT_VAL_SIZE if val_size is None else val_size,
-                         seed=seed, subset=subset)
+                         seed=seed, subset=subset, allow_no_val=True)
     mean, std = channel_stats(images.train_images, splits.train)
 
     torch.manual_seed(seed)
@@ -99,10 +99,10 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()},
         "train_images": int(splits.train.numel()),
         "val_images": int(splits.val.numel()),
-        "val_accuracy": result.val_accuracy,
+        "val_accuracy": None if math.isnan(result.val_accuracy) else result.val_accuracy,
         "test_accuracy": test_accuracy,
         "test_accuracy_flip_tta": test_accuracy_flip,
-        "rung_accuracies": [[e, a] for e, a in result.rung_accuracies],
+        "rung_accuracies": [[e, None if math.isnan(a) else a] for e, a in result.rung_accuracies],
         "train_seconds": result.train_seconds,
         "wall_seconds": wall,
         "resumed_from_step": result.resumed_from_step,

@@ -262,3 +262,21 @@ def test_format_1_checkpoints_load_with_cbam_converted_and_psa_refused(tmp_path)
     torch.save(payload, danet_path)
     with pytest.raises(nas.NasError, match=r"danet\.pt was saved by an earlier version whose danet module"):
         load_checkpoint(danet_path)
+
+
+def test_train_on_every_training_image_with_val_size_0(tmp_path, cifar10_root):
+    """He et al.'s protocol for their CIFAR-10 test figures: train on all the
+    training images, hold none out; validation is then reported as absent."""
+    from nas.retrain import train_config
+
+    cfg_path = tmp_path / "tiny.yaml"
+    tiny_config().save(cfg_path)
+    result = train_config(cfg_path, epochs=1, batch_size=100, subset=500, val_size=0, data=str(cifar10_root),
+                          precision="fp32")
+    assert result["val_images"] == 0 and result["train_images"] == 500
+    assert result["val_accuracy"] is None and result["rung_accuracies"] == [[1.0, None]]
+    assert 0 < result["test_accuracy"] <= 1
+    saved = yaml.safe_load((tmp_path / "tiny.results.yaml").read_text())
+    assert saved["val_accuracy"] is None and saved["val_images"] == 0
+    with pytest.raises(nas.NasError, match=r"val_size must be an integer from 0 to 49999 .* got -1"):
+        train_config(cfg_path, epochs=1, val_size=-1, data=str(cifar10_root))
