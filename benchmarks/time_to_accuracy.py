@@ -41,21 +41,21 @@ from nas.train import Recipe, _lr_at, _param_groups, saved_progress, train
 
 
 def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
-             log: _cifar.ArmLog | None = None, arm: str = "ours") -> list[tuple]:
+             log: _cifar.ArmLog, arm: str = "ours") -> list[tuple]:
     """Train (a) until ``target`` or the end; returns (epochs, accuracy,
-    wall seconds) after every epoch. With ``log``, resumable (see ArmLog)."""
+    wall seconds) after every epoch, kept in ``log`` (resumable, see ArmLog)."""
     recipe = Recipe(epochs=epochs, rungs=list(range(1, math.ceil(epochs))), seed=0)
-    rows: list = log.rows(arm) if log is not None else []
-    if log is not None and log.finished(arm):
+    rows = log.rows(arm)
+    if log.finished(arm):
         return [tuple(r) for r in rows]
-    state = log.state_file(arm) if log is not None else None
-    key = f"time_to_accuracy|{arm}|{log.setup if log is not None else ''}"
+    state = log.state_file(arm)
+    key = f"time_to_accuracy|{arm}|{log.setup}"
     offset = 0.0
-    progress = saved_progress(state, key) if state is not None else None
+    progress = saved_progress(state, key)
     if progress is not None:  # continue the clock from the state's epoch boundary
         offset = progress["wall_seconds"]
         log.resume_at(arm, progress["step"] * recipe.batch_size / len(labels))
-    elif log is not None:
+    else:
         log.resume_at(arm, 0.0)
     torch.manual_seed(0)
     model = nas.build_model(nas.preset_config("resnet20"))
@@ -63,27 +63,23 @@ def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, t
 
     def at_epoch(rung: int, epochs_done: float, accuracy: float) -> bool:
         wall = offset + time.perf_counter() - start
-        if log is not None:
-            log.append(arm, epochs_done, accuracy, wall)
-        else:
-            rows.append([epochs_done, accuracy, wall])
+        log.append(arm, epochs_done, accuracy, wall)
         print(f"  (a) epoch {epochs_done:5.2f}  val {accuracy:.4f}  wall {wall:6.0f} s", flush=True)
         return accuracy >= target
 
     train(model, images, labels, val_images, val_labels, mean, std, recipe, resolve_runtime(), callback=at_epoch,
           state_path=state, state_key=key, state_interval=0)
-    if log is not None:
-        log.finish(arm)
+    log.finish(arm)
     return [tuple(r) for r in rows]
 
 
 def run_naive(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
-              log: _cifar.ArmLog | None = None, arm: str = "naive") -> list[tuple]:
+              log: _cifar.ArmLog, arm: str = "naive") -> list[tuple]:
     """Train (b) until ``target`` or the end, the same way as run_ours."""
     from torchvision import transforms
 
-    rows: list = log.rows(arm) if log is not None else []
-    if log is not None and log.finished(arm):
+    rows = log.rows(arm)
+    if log.finished(arm):
         return [tuple(r) for r in rows]
     recipe = Recipe(epochs=epochs, seed=0)
     augment = transforms.Compose([
@@ -104,8 +100,8 @@ def run_naive(images, labels, val_images, val_labels, mean, std, epochs: float, 
     total = math.ceil(epochs * steps_per_epoch)
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
     step, offset = 0, 0.0
-    state_file = log.state_file(arm) if log is not None else None
-    if state_file is not None and state_file.exists():
+    state_file = log.state_file(arm)
+    if state_file.exists():
         # the global generator drives the loader's shuffling and its workers'
         # seeds: restored, the next epochs are the ones an unbroken run trains
         state = torch.load(state_file, weights_only=True)
@@ -115,7 +111,7 @@ def run_naive(images, labels, val_images, val_labels, mean, std, epochs: float, 
         step, offset = state["step"], state["wall_seconds"]
         log.resume_at(arm, step / steps_per_epoch)
         print(f"  (b) resuming at epoch {step / steps_per_epoch:.2f}", flush=True)
-    elif log is not None:
+    else:
         log.resume_at(arm, 0.0)
     start = time.perf_counter()
     while step < total:
@@ -138,19 +134,15 @@ def run_naive(images, labels, val_images, val_labels, mean, std, epochs: float, 
         accuracy = correct / len(val_labels)
         wall = offset + time.perf_counter() - start
         print(f"  (b) epoch {step / steps_per_epoch:5.2f}  val {accuracy:.4f}  wall {wall:6.0f} s", flush=True)
-        if log is None:
-            rows.append([step / steps_per_epoch, accuracy, wall])
-        else:
-            log.append(arm, step / steps_per_epoch, accuracy, wall)
-            if accuracy < target and step < total:
-                tmp = state_file.with_name(state_file.name + ".tmp")
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "rng": torch.get_rng_state(), "step": step, "wall_seconds": wall}, tmp)
-                tmp.replace(state_file)
+        log.append(arm, step / steps_per_epoch, accuracy, wall)
+        if accuracy < target and step < total:
+            tmp = state_file.with_name(state_file.name + ".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "rng": torch.get_rng_state(), "step": step, "wall_seconds": wall}, tmp)
+            tmp.replace(state_file)
         if accuracy >= target:
             break
-    if log is not None:
-        log.finish(arm)
+    log.finish(arm)
     return [tuple(r) for r in rows]
 
 
