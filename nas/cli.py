@@ -27,7 +27,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
-COMMANDS = ("search", "spaces", "report", "export", "dashboard", "train")
+COMMANDS = ("search", "spaces", "report", "export", "dashboard", "train", "calibrate")
 
 
 def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
@@ -110,6 +110,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t)
     _add_runtime_args(t)
     t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("calibrate", help="measure how well the space's fidelity ranks architectures",
+                       description="Train a sample of the space's architectures (or --configs) with several seeds "
+                                   "at the space's fidelity and at a longer reference budget; compute zero-cost "
+                                   "scores; print Kendall tau / Spearman rho of each against the reference and "
+                                   "recommend the cheapest fidelity that reaches --target. Every training is "
+                                   "stored (study calibrate:SPACE), so an interrupted run resumes.")
+    c.add_argument("--space", required=True, help="a shipped space or a YAML file")
+    c.add_argument("--sample", type=int, default=8,
+                   help="architectures drawn from the space: the attention-free baseline and N-1 spread over "
+                        "the space's MACs range (default: 8)")
+    c.add_argument("--configs", nargs="+", metavar="PATH", default=None,
+                   help="architecture YAML files, or folders of them, to calibrate on instead of a sample")
+    c.add_argument("--seeds", type=int, default=2, help="seeds per architecture and budget (default: 2)")
+    c.add_argument("--reference-epochs", type=float, default=None,
+                   help="epochs of the reference training (default: 10)")
+    c.add_argument("--reference-subset", type=int, default=None,
+                   help="training images of the reference (default: 20000; 0: all)")
+    c.add_argument("--target", type=float, default=0.7,
+                   help="Kendall tau a fidelity must reach to be recommended (default: 0.7)")
+    c.add_argument("--epochs", type=float, default=None, help="override the space's budget (last rung) in epochs")
+    c.add_argument("--subset", type=int, default=None, help="override the space's training subset size")
+    c.add_argument("--val-size", type=int, default=None, help="override the space's validation size")
+    c.add_argument("--write", action="store_true",
+                   help="put the recommended fidelity and repeats into the space file")
+    c.add_argument("--study", default=None, help="study name (default: calibrate:SPACE)")
+    c.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                   help="Optuna storage (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
+    c.add_argument("--data", metavar="DIR", help="dataset folder (default: $NAS_DATA, then data/<dataset>)")
+    _add_runtime_args(c)
+    c.set_defaults(func=_cmd_calibrate)
     return parser
 
 
@@ -131,12 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- search
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchRun, format_front, pareto_front, run_search
-    from .space import check_constraints, load_space
-    from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
-
-    space = load_space(args.space)
+def _override_fidelity(space, args: argparse.Namespace) -> None:
+    """--epochs, --subset and --val-size of search and calibrate."""
     f = space.fidelity
     if args.epochs is not None:
         if args.epochs <= 0:
@@ -153,6 +180,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.val_size < 1:
             raise NasError(f"--val-size: must be >= 1, got {args.val_size}")
         f.val_size = args.val_size
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchRun, format_front, pareto_front, run_search
+    from .space import check_constraints, load_space
+    from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
+
+    space = load_space(args.space)
+    _override_fidelity(space, args)
     if args.trials is not None and args.trials < 1:
         raise NasError(f"--trials: must be >= 1, got {args.trials}")
     if args.timeout is not None and args.timeout < 0:
@@ -219,8 +255,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
           + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")")
     front = out["front"]
     if len(front):
-        shown = front.assign(macs=(front.macs / 1e6).round(2).astype(str) + "M")
-        print(shown[["trial", "val_accuracy", "macs", "params", "attention"]].to_string(index=False))
+        shown = front.assign(macs=(front.macs / 1e6).round(2).astype(str) + "M",
+                             accuracy_std=front.accuracy_std.map(lambda v: "" if v is None or v != v else f"{v:.4f}"))
+        print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", "params",
+                     "attention"]].to_string(index=False))
+        if front.noise.astype(bool).any():
+            from .noise import marks_legend
+
+            print(marks_legend())
     else:
         print("(no completed, trained trial yet)")
     ref = out["reference"]
@@ -313,6 +355,77 @@ def _progress_printer():
             state["next"] = step + max(1, total // 20)
 
     return update
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import REFERENCE_EPOCHS, REFERENCE_SUBSET, CalibrationRun, format_calibration, run_calibration
+    from .calibrate import write_fidelity
+    from .config import load_config
+    from .space import load_space
+    from .storage import check_url, mask_url
+
+    space = load_space(args.space)
+    _override_fidelity(space, args)
+    if args.sample < 2:
+        raise NasError(f"--sample: must be >= 2 (a ranking needs two architectures), got {args.sample}")
+    if args.seeds < 1:
+        raise NasError(f"--seeds: must be >= 1, got {args.seeds}")
+    if not -1 < args.target <= 1:
+        raise NasError(f"--target: a Kendall tau in (-1, 1], got {args.target:g}")
+    reference_epochs = REFERENCE_EPOCHS if args.reference_epochs is None else args.reference_epochs
+    if not reference_epochs > space.fidelity.warmup:
+        raise NasError(f"--reference-epochs: must be longer than the space's warm-up "
+                       f"({space.fidelity.warmup:g} epochs), got {reference_epochs:g}")
+    reference_subset = REFERENCE_SUBSET if args.reference_subset is None else args.reference_subset
+    if reference_subset < 0:
+        raise NasError(f"--reference-subset: must be >= 1 (0: all training images), got {reference_subset}")
+    configs = None
+    if args.configs:
+        configs = []
+        for item in args.configs:
+            path = Path(item)
+            files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+            if not files:
+                raise NasError(f"--configs: no *.yaml file in folder {path}")
+            for file in files:
+                if not file.is_file():
+                    raise NasError(f"--configs: file not found: {file}")
+                configs.append((str(file), load_config(file)))
+    check_url(args.storage, 1)
+    command = "python search.py " + " ".join(args.argv)
+    run = CalibrationRun(space=space, study_name=args.study or f"calibrate:{space.name}", storage=args.storage,
+                         sample=args.sample, configs=configs, seeds=args.seeds, reference_epochs=reference_epochs,
+                         reference_subset=reference_subset or None, target=args.target, data=args.data,
+                         device=args.device, precision=args.precision, command=command)
+    import signal
+
+    def terminate(signum, frame):  # SIGTERM: like Ctrl-C, the running training is stored as FAIL
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        result = run_calibration(run, out=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trainings are stored in study {run.study_name!r}.\n"
+              f"resume with: {mask_url(command)}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(format_calibration(result))
+    if args.write:
+        if result.recommendation is None:
+            print("--write: nothing written (no recommendation)")
+        else:
+            row, k = result.recommendation
+            note = (f"calibrated {time.strftime('%Y-%m-%d')}: tau {row.taus[k - 1]:+.3f} against "
+                    f"{result.reference.subset or 'all'} images x {result.reference.epochs:g} epochs "
+                    f"({len(result.architectures)} architectures, {len(result.seeds)} seeds)")
+            path = write_fidelity(space, row, k, note)
+            print(f"wrote the fidelity ({row.name}, repeats {k}) into {path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .config import ArchConfig
 from .errors import NasError
 from .models import build_model
 from .profile import profile
+from .noise import neighbour_marks
 from .search import pareto_front
 from .storage import DEFAULT_STORAGE, mask_url
 
@@ -50,6 +51,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "train_seconds": a.get("train_seconds"),
             "images_per_second": a.get("images_per_second"),
             "seed": a.get("seed"),
+            "seed_accuracies": " ".join(f"{x:.4f}" for x in a.get("seed_accuracies") or []),
+            "accuracy_std": a.get("accuracy_std"),
             "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
             "note": a.get("not_trained") or a.get("fail_reason")
             or ("lost: no heartbeat (worker died); parameters queued again"
@@ -66,12 +69,18 @@ def _has_retry(study: optuna.Study, number: int) -> bool:
 
 
 def front_frame(study: optuna.Study) -> pd.DataFrame:
+    """The front on mean accuracies, with each point's seed spread and its
+    noise mark against the cheaper neighbour (:func:`nas.noise.neighbour_marks`)."""
     front = pareto_front(study)
+    marks = neighbour_marks(front)
     return pd.DataFrame([{
-        "trial": t.number, "val_accuracy": t.values[0], "macs": int(t.values[1]), "params": t.user_attrs["params"],
+        "trial": t.number, "val_accuracy": t.values[0], "accuracy_std": t.user_attrs.get("accuracy_std"),
+        "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
+        "macs": int(t.values[1]), "params": t.user_attrs["params"],
         "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
         "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
-    } for t in front])
+    } for t, mark in zip(front, marks)], columns=["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs",
+                                                  "params", "elementwise", "structure_hash", "attention"])
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -152,7 +161,11 @@ def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, 
     if len(front):
         f = front.sort_values("macs")
         ax.step(f.macs / 1e6, f.val_accuracy, where="post", color="tab:red", zorder=1)
-        ax.scatter(f.macs / 1e6, f.val_accuracy, color="tab:red", s=60, zorder=3, label="Pareto front")
+        ax.scatter(f.macs / 1e6, f.val_accuracy, color="tab:red", s=60, zorder=3, label="Pareto front (seed mean)")
+        spread = f[f.accuracy_std.notna()]
+        if len(spread):
+            ax.errorbar(spread.macs / 1e6, spread.val_accuracy, yerr=spread.accuracy_std.astype(float), fmt="none",
+                        ecolor="tab:red", capsize=3, zorder=2, label="± seed std")
         for row in f.itertuples():
             ax.annotate(str(row.trial), (row.macs / 1e6, row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
@@ -225,7 +238,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
     cfg = ArchConfig.from_yaml(a["config"], source=f"trial {trial.number}")
     metrics = {"val_accuracy": trial.values[0], "macs": a["macs"], "params": a["params"],
                "elementwise": a.get("elementwise"), "structure_hash": a["structure_hash"],
-               "rungs": a.get("rungs")}
+               "rungs": a.get("rungs"), "seed_accuracies": a.get("seed_accuracies"),
+               "accuracy_std": a.get("accuracy_std")}
     fidelity = a.get("fidelity") or study.user_attrs.get("fidelity") or {}
     cfg.meta = {
         "dataset": fidelity.get("dataset", "cifar10"),

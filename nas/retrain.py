@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,23 +21,13 @@ from .data import DEFAULT_VAL_SIZE, channel_stats, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError, one_line
 from .models import build_model
+from .provenance import versions
 from .train import Recipe, evaluate, train
 
 #: 2: CBAM stacks its pooled maps [max, mean], PSA concatenates its parts
 #: last first and the DANet gate adds x once (the official code's choices);
 #: format-1 checkpoints were saved before that (see _upgrade_format_1)
 CHECKPOINT_FORMAT = 2
-
-
-def versions() -> dict[str, str]:
-    import optuna
-    import torchvision
-
-    from . import __version__
-
-    # str(): torch's version is a str subclass that YAML will not represent
-    return {"nas": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "optuna": str(optuna.__version__), "python": platform.python_version()}
 
 
 def train_config(config_path: str | Path, *, epochs: float | None = None, batch_size: int | None = None,

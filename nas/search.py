@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import statistics
 import time
 import traceback
 import warnings
@@ -30,20 +31,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from . import halving
-from .data import channel_stats, default_val_size, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
-from .models import build_model
+from .evaluate import TrainingData, build_seeded, load_training_data, train_architecture
+from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import profile
-from .retrain import versions
+from .provenance import versions
 from .space import SearchSpace
 from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, is_journal, mask_url, open_storage,
                       reap_dead_trials, storage_for_search, worker_identity)
-from .train import Recipe, train
+from .train import DivergedError
 
 #: study user attr holding the space file the study was created with
 SPACE_ATTR = "space_yaml"
@@ -153,30 +153,12 @@ def _check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None)
 # --------------------------------------------------------------------------- the objective
 
 
-@dataclass
-class _Data:
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    val_images: torch.Tensor
-    val_labels: torch.Tensor
-    mean: tuple
-    std: tuple
-    num_classes: int
-    image_size: int
-    fingerprint: str
+#: kept for callers of the earlier name
+_Data = TrainingData
 
 
-def load_search_data(space: SearchSpace, data_dir: str | None) -> _Data:
-    f = space.fidelity
-    data = load_dataset(f.dataset, data_dir)
-    if data.image_size[0] != data.image_size[1]:
-        raise NasError(f"{f.dataset}: images are {data.image_size[0]}x{data.image_size[1]}; square images only")
-    val_size = f.val_size if f.val_size is not None else default_val_size(len(data.train_labels))
-    splits = make_splits(data.train_labels, val_size, seed=0, subset=f.subset)
-    train_images = data.train_images[splits.train]
-    mean, std = channel_stats(train_images)
-    return _Data(train_images, data.train_labels[splits.train], data.train_images[splits.val],
-                 data.train_labels[splits.val], mean, std, data.num_classes, data.image_size[0], data.fingerprint)
+def load_search_data(space: SearchSpace, data_dir: str | None) -> TrainingData:
+    return load_training_data(space.fidelity, data_dir)
 
 
 @dataclass
@@ -222,13 +204,11 @@ class Objective:
         space, f = self.space, self.space.fidelity
         cfg = space.sample(trial, num_classes=self.data.num_classes)
         cfg.input_size = self.data.image_size
-        torch.manual_seed(f.seed)  # initial weights from the trial's seed, as `search.py train` builds them
-        try:
-            model = build_model(cfg)
+        try:  # initial weights from the trial's seed, as `search.py train` builds them
+            model = build_seeded(cfg, f.seed, self.runtime)
         except ConfigError as exc:
             trial.set_user_attr("fail_reason", f"ConfigError: {exc}")
             raise TrialFailed(str(exc)) from None
-        model.to(self.runtime.device)
         cost = profile(model, self.data.image_size, latency="latency" in space.objectives,
                        batch_size=min(f.batch_size, 256), device=self.runtime.device)
         structure = cfg.structure_hash()
@@ -266,7 +246,8 @@ class Objective:
         previous = self._previous(trial, structure)
         if previous is not None:
             trial.set_user_attr("duplicate_of", previous.number)
-            for key in ("rungs", "val_accuracy", "train_seconds", "images_per_second", "pruned_at_epochs"):
+            for key in ("rungs", "val_accuracy", "train_seconds", "images_per_second", "pruned_at_epochs",
+                        "seed_accuracies", "accuracy_std", "seeds"):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             if previous.state == TrialState.PRUNED:
@@ -284,11 +265,8 @@ class Objective:
             others = self._rung_points(trial, index)
             return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
 
-        recipe = Recipe(rungs=f.rungs[:-1], epochs=f.epochs, batch_size=f.batch_size, lr=f.lr,
-                        warmup_epochs=f.warmup, grad_clip=f.grad_clip, seed=f.seed)
         # profiling ran in eval mode without gradients: the weights are still the initial ones
-        result = train(model, self.data.train_images, self.data.train_labels, self.data.val_images,
-                       self.data.val_labels, self.data.mean, self.data.std, recipe, self.runtime, callback=at_rung)
+        result = train_architecture(cfg, self.data, f, f.seed, self.runtime, callback=at_rung, model=model)
         trial.set_user_attr("images_trained", result.images_seen)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
@@ -297,7 +275,48 @@ class Objective:
             trial.set_user_attr("pruned_at_epochs", result.epochs_done)
             raise optuna.TrialPruned(f"not in the best 1/{f.eta} at {result.epochs_done:g} epochs "
                                      f"(accuracy {result.val_accuracy:.4f})")
+        trial.set_user_attr("seed_accuracies", [result.val_accuracy])
+        if f.repeats > 1:
+            return values(self._repeat_if_near_front(trial, cfg, float(cost["macs"]), result))
         return values(result.val_accuracy)
+
+    def _repeat_if_near_front(self, trial: optuna.Trial, cfg, macs: float, first) -> float:
+        """Train a front candidate with the fidelity's further seeds (design.md
+        6a) and return the mean accuracy; any other trial keeps its one seed.
+
+        A candidate is a trial that no finished trial dominates by more than
+        the noise: twice the pooled seed std of the trials repeated so far at
+        this fidelity (0 until two have been, so at first only trials on the
+        front are repeated). A seed whose training diverges counts at chance
+        accuracy, what such a model predicts."""
+        f = self.space.fidelity
+        others = [t for t in self._others(trial) if t.state == TrialState.COMPLETE and "not_trained" not in t.user_attrs
+                  and "duplicate_of" not in t.user_attrs]
+        noise = 2.0 * pooled_seed_std(others)
+        trial.set_user_attr("front_noise", noise)
+        points = [(t.values[0], t.values[1]) for t in others]
+        if not near_front((first.val_accuracy, macs), points, noise):
+            return first.val_accuracy
+        accuracies = [first.val_accuracy]
+        images, seconds, failures = first.images_seen, first.train_seconds, []
+        for seed in f.seeds()[1:]:
+            try:
+                again = train_architecture(cfg, self.data, f, seed, self.runtime)
+            except DivergedError as exc:
+                accuracies.append(1.0 / self.data.num_classes)
+                failures.append(f"seed {seed}: {exc}")
+                trial.set_user_attr("seed_failures", failures)
+            else:
+                accuracies.append(again.val_accuracy)
+                images += again.images_seen
+                seconds += again.train_seconds
+            # every seed's images and time count where compute is counted
+            trial.set_user_attr("seed_accuracies", accuracies)
+            trial.set_user_attr("images_trained", images)
+            trial.set_user_attr("train_seconds", round(seconds, 3))
+        trial.set_user_attr("seeds", f.seeds())
+        trial.set_user_attr("accuracy_std", statistics.stdev(accuracies))
+        return statistics.fmean(accuracies)
 
     def _others(self, trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
         return [t for t in trial.study.get_trials(deepcopy=False)
@@ -448,7 +467,9 @@ def _summary(trial: optuna.trial.FrozenTrial) -> str:
     if trial.state == TrialState.COMPLETE:
         dup = f"  (same as trial {a['duplicate_of']})" if "duplicate_of" in a else ""
         dup += f"  (retry of trial {a['retry_of']})" if "retry_of" in a else ""
-        return f"COMPLETE   acc {trial.values[0]:.4f}  {macs}{dup}"
+        seeds = a.get("seed_accuracies") or []
+        spread = f" ± {a['accuracy_std']:.4f} ({len(seeds)} seeds)" if len(seeds) > 1 else ""
+        return f"COMPLETE   acc {trial.values[0]:.4f}{spread}  {macs}{dup}"
     if trial.state == TrialState.PRUNED:
         rungs = a.get("rungs") or [[0, math.nan]]
         return f"PRUNED     acc {rungs[-1][1]:.4f} at {rungs[-1][0]:g} ep  {macs}"
@@ -467,10 +488,19 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def format_front(front: list[optuna.trial.FrozenTrial]) -> str:
-    lines = [f"{'trial':>5}  {'val acc':>7}  {'MACs':>8}  {'params':>9}  attention"]
-    for t in front:
-        lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {t.values[1] / 1e6:7.2f}M  {t.user_attrs['params']:>9,}  "
-                     f"{_attention_summary(t)}")
+    """The front as a table: mean validation accuracy over the seeds a
+    point was trained with, its std, and the noise mark of
+    :func:`nas.noise.neighbour_marks` (explained under the table)."""
+    marks = neighbour_marks(front)
+    lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  {'params':>9}  "
+             f"attention"]
+    for t, mark in zip(front, marks):
+        seeds = len(t.user_attrs.get("seed_accuracies") or [0])
+        std = t.user_attrs.get("accuracy_std")
+        lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
+                     f"{mark:>5}  {t.values[1] / 1e6:7.2f}M  {t.user_attrs['params']:>9,}  {_attention_summary(t)}")
+    if any(marks):
+        lines.append(marks_legend())
     return "\n".join(lines)
 
 

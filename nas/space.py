@@ -54,7 +54,8 @@ DATASETS = ("cifar10", "cifar100", "imagefolder")
 PLACEMENTS = ("stage", "block")
 _TOP_KEYS = ("description", "backbone", "width_multiplier", "stages", "placement", "types", "params",
              "stage_params", "fidelity", "objectives", "constraints", "sampler", "population_size", "seed")
-_FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "warmup", "grad_clip", "seed")
+_FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "warmup", "grad_clip", "seed",
+                  "repeats")
 _CONSTRAINT_KEYS = ("max_macs", "max_params")
 
 
@@ -98,6 +99,10 @@ class Fidelity:
     #: global gradient-norm clip (None: off)
     grad_clip: float | None = 5.0
     seed: int = 0
+    #: seeds a front candidate is trained with (design.md 6a): a trial whose
+    #: last rung lands on, or within noise of, the current front is trained
+    #: again with seeds seed+1 .. seed+repeats-1 and reports the mean. 1: off.
+    repeats: int = 1
 
     @property
     def epochs(self) -> float:
@@ -113,10 +118,32 @@ class Fidelity:
              "seed": self.seed, "modules": _attention.COMPUTE_REVISION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    def budget_key(self) -> str:
+        """Like :meth:`key` but without the seed: one budget, any seed (the
+        evaluations of :mod:`nas.evaluate` store the seed beside it)."""
+        blob = yaml.safe_dump(
+            {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
+             "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup, "grad_clip": self.grad_clip,
+             "modules": _attention.COMPUTE_REVISION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def recipe(self, seed: int | None = None):
+        """The trainer's recipe for this budget (rungs before the last are
+        where validation is measured on the way)."""
+        from .train import Recipe
+
+        return Recipe(rungs=self.rungs[:-1], epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                      warmup_epochs=self.warmup, grad_clip=self.grad_clip,
+                      seed=self.seed if seed is None else seed)
+
+    def seeds(self) -> list[int]:
+        """The seeds of a repeated front candidate, the trial's own first."""
+        return [self.seed + i for i in range(self.repeats)]
+
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size,
                 "rungs": list(self.rungs), "eta": self.eta, "batch_size": self.batch_size, "lr": self.lr,
-                "warmup": self.warmup, "grad_clip": self.grad_clip, "seed": self.seed}
+                "warmup": self.warmup, "grad_clip": self.grad_clip, "seed": self.seed, "repeats": self.repeats}
 
 
 @dataclass
@@ -489,6 +516,8 @@ def _parse_fidelity(data: Any) -> Fidelity:
         f.grad_clip = None if data["grad_clip"] is None else _number(data["grad_clip"], "fidelity.grad_clip")
     if "seed" in data:
         f.seed = _int(data["seed"], "fidelity.seed", minimum=0)
+    if "repeats" in data:
+        f.repeats = _int(data["repeats"], "fidelity.repeats", minimum=1)
     return f
 
 

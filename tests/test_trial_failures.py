@@ -8,6 +8,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+import nas.evaluate
 import nas.search as search
 from nas.device import resolve_runtime
 from nas.space import parse_space
@@ -30,14 +31,14 @@ def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch):
     errors = [DivergedError("loss became nan at step 3 of 3"), MemoryError("cannot allocate 9 GiB"),
               torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
               RuntimeError("se: module exploded"), KeyError("a bug in a module")]
-    real_train = search.train
+    real_train = nas.evaluate.train
 
     def flaky_train(*args, **kwargs):
         if errors:
             raise errors.pop(0)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search, "train", flaky_train)
+    monkeypatch.setattr(nas.evaluate, "train", flaky_train)  # what every trial trains through
     # every trial a new architecture: same-architecture reuse would skip training
     objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -67,7 +68,7 @@ def test_ctrl_c_is_not_swallowed():
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(search, "train", interrupt)
+        mp.setattr(nas.evaluate, "train", interrupt)
         with pytest.raises(KeyboardInterrupt):
             study.optimize(objective, n_trials=1, catch=(search.TrialFailed,))
     assert study.trials[0].state == TrialState.FAIL

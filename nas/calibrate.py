@@ -1,0 +1,470 @@
+"""``python search.py calibrate``: how well does a space's proxy fidelity
+rank architectures, before anyone spends a day searching with it?
+(design.md section 6a)
+
+A sample of the space's architectures (or the user's own configs) is
+trained with several seeds at the space's fidelity and at a longer
+reference budget; zero-cost scores are computed at initialisation. Each
+training is one stored evaluation (:mod:`nas.evaluate`) in the study
+``calibrate:<space>``, so an interrupted run resumes where it stopped,
+several runs with other fidelities (``--epochs``, ``--subset``) add up,
+and optuna-dashboard shows them. The analysis then compares every
+fidelity measured for this sample, each rung of it, and every zero-cost
+score against the reference's seed means:
+
+* Kendall tau (tau-b, ties handled) and Spearman rho, from scipy, with a
+  bootstrap interval over architectures (scipy's ``bootstrap``, paired);
+* tau with 1..S seeds averaged (the mean over every choice of k of the S
+  seeds), so the number of seeds a front point needs is measured too;
+* the pooled seed std, and whether the reference's best architecture is in
+  the fidelity's top 3.
+
+It recommends the cheapest (fidelity, seeds) whose tau reaches ``--target``
+and ``--write`` puts it into the space file (``rungs``, ``subset``,
+``val_size``, ``repeats``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from scipy import stats
+
+from .config import ArchConfig
+from .data import load_dataset
+from .errors import NasError
+from .evaluate import (EVALUATION, EvaluationFailed, TrainingData, build_seeded, evaluate, images_at,
+                       load_training_data)
+from .models import build_model
+from .profile import profile
+from .provenance import versions
+from .search import _check_same_data
+from .space import Fidelity, SearchSpace, _parse_fidelity, parse_space
+from .storage import mask_url, open_storage, storage_for_search
+from .zero_cost import SCORES, zero_cost_scores
+
+#: the reference budget when none is given: 20,000 training images for 10
+#: epochs with the space's recipe (one training of resnet20 takes ~13 min
+#: on a 2-core AVX2 CPU in fp32, see the README)
+REFERENCE_SUBSET = 20000
+REFERENCE_EPOCHS = 10.0
+#: the two-sided coverage of the bootstrap interval over architectures
+INTERVAL = 0.9
+
+
+@dataclass
+class CalibrationRun:
+    space: SearchSpace
+    study_name: str
+    storage: str | None = None
+    sample: int = 8
+    #: (where it came from, config): a user's own candidates instead of a sample
+    configs: list[tuple[str, ArchConfig]] | None = None
+    seeds: int = 2
+    reference_epochs: float = REFERENCE_EPOCHS
+    reference_subset: int | None = REFERENCE_SUBSET
+    target: float = 0.7
+    data: str | None = None
+    device: str | None = None
+    precision: str = "auto"
+    command: str = ""
+
+
+@dataclass
+class Row:
+    """One fidelity (or one rung of it) or one zero-cost score, against the
+    reference."""
+
+    name: str
+    kind: str  # "budget": a fidelity's last rung; "rung": an earlier rung; "score": zero-cost
+    images: int  # per seed and architecture (0 for a score)
+    seed_std: float | None  # pooled over architectures, in accuracy
+    taus: list[float]  # tau with k = 1..S seeds averaged
+    tau_interval: tuple[float, float]
+    rho: float
+    best_in_top3: bool
+    fidelity: Fidelity | None = None
+
+    @property
+    def tau(self) -> float:
+        return self.taus[-1]
+
+
+@dataclass
+class Calibration:
+    architectures: list[ArchConfig]
+    seeds: list[int]
+    reference: Fidelity
+    reference_means: list[float]
+    rows: list[Row]
+    recommendation: tuple[Row, int] | None
+    target: float
+    failed: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the sample
+
+
+def reference_fidelity(fidelity: Fidelity, epochs: float, subset: int | None) -> Fidelity:
+    """The reference budget: the space's recipe and validation split,
+    trained longer on more images, in one rung."""
+    return dataclasses.replace(fidelity, subset=subset, rungs=[float(epochs)], repeats=1)
+
+
+def draw_sample(space: SearchSpace, n: int, num_classes: int, image_size: int, seed: int = 0,
+                draws: int | None = None) -> list[ArchConfig]:
+    """``n`` architectures of ``space``: the attention-free baseline, and
+    ``n - 1`` others spread evenly over the MACs range of ``draws`` random,
+    feasible, distinct architectures (the same sample for the same
+    arguments)."""
+    base = space.base_config(num_classes)
+    base.input_size = image_size
+    pool: dict[str, tuple[float, ArchConfig]] = {}
+    sampler_study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(draws or max(64, 8 * n)):
+            trial = sampler_study.ask()
+            cfg = space.sample(trial, num_classes=num_classes)
+            cfg.input_size = image_size
+            sampler_study.tell(trial, 0.0)
+            key = cfg.structure_hash()
+            if key in pool or key == base.structure_hash():
+                continue
+            cost = profile(build_model(cfg), image_size)
+            if cost["macs"] > space.constraints.get("max_macs", math.inf) or \
+                    cost["params"] > space.constraints.get("max_params", math.inf):
+                continue
+            pool[key] = (cost["macs"], cfg)
+    ordered = [cfg for _, cfg in sorted(pool.values(), key=lambda p: (p[0], p[1].structure_hash()))]
+    if not ordered or n < 2:
+        return [base][:n]
+    picks = sorted({round(i) for i in np.linspace(0, len(ordered) - 1, min(n - 1, len(ordered)))})
+    return [base] + [ordered[i] for i in picks]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def rank_agreement(predicted: list[float], reference: list[float]) -> tuple[float, float]:
+    """(Kendall tau-b, Spearman rho) of two scorings of the same
+    architectures; ties count as scipy's tau-b counts them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: nan, said in the table
+        tau = stats.kendalltau(predicted, reference).statistic
+        rho = stats.spearmanr(predicted, reference).statistic
+    return float(tau), float(rho)
+
+
+def tau_interval(predicted: list[float], reference: list[float], resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval (:data:`INTERVAL`) of Kendall tau
+    over architectures resampled with replacement (resamples in which a
+    side is constant have no tau and are left out)."""
+    if len(predicted) < 3:
+        return (math.nan, math.nan)
+
+    def tau(x, y):
+        return stats.kendalltau(x, y).statistic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.asarray(predicted, float), np.asarray(reference, float)), tau, paired=True,
+                                 vectorized=False, n_resamples=resamples, method="percentile",
+                                 rng=np.random.default_rng(seed))
+        tail = (1 - INTERVAL) / 2 * 100
+        lo, hi = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def seeds_taus(per_seed: np.ndarray, reference: list[float]) -> list[float]:
+    """Kendall tau against ``reference`` of the mean over k seeds, for k =
+    1..S, each the average over every choice of k of the S seed columns of
+    ``per_seed`` (architectures x seeds)."""
+    s = per_seed.shape[1]
+    taus = []
+    for k in range(1, s + 1):
+        values = [rank_agreement(list(per_seed[:, list(c)].mean(axis=1)), reference)[0]
+                  for c in itertools.combinations(range(s), k)]
+        taus.append(float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan)
+    return taus
+
+
+def pooled_std(per_seed: np.ndarray) -> float | None:
+    """The square root of the mean over architectures of the seeds'
+    sample variance (None with one seed)."""
+    if per_seed.shape[1] < 2:
+        return None
+    return float(math.sqrt(np.mean(per_seed.var(axis=1, ddof=1))))
+
+
+def make_row(name: str, kind: str, images: int, per_seed: np.ndarray, reference: list[float],
+             fidelity: Fidelity | None = None, accuracy_units: bool = True) -> Row:
+    means = list(per_seed.mean(axis=1))
+    _, rho = rank_agreement(means, reference)
+    best = int(np.argmax(reference))
+    top3 = set(np.argsort(-np.asarray(means), kind="stable")[:3].tolist())
+    return Row(name, kind, images, pooled_std(per_seed) if accuracy_units else None,
+               seeds_taus(per_seed, reference), tau_interval(means, reference), rho, best in top3, fidelity)
+
+
+def recommend(rows: list[Row], target: float) -> tuple[Row, int] | None:
+    """The cheapest (fidelity, seeds) whose tau reaches ``target``: cost =
+    images per seed x seeds; among equal costs the higher tau. Only whole
+    budgets qualify (an earlier rung is a point inside another schedule)."""
+    options = [(row.images * k, -tau, i, row, k) for i, row in enumerate(rows) if row.kind == "budget"
+               for k, tau in enumerate(row.taus, start=1) if not math.isnan(tau) and tau >= target]
+    if not options:
+        return None
+    _, _, _, row, k = min(options, key=lambda o: o[:3])
+    return row, k
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def open_calibration(run: CalibrationRun, fingerprint: str) -> tuple[optuna.Study, str]:
+    url = storage_for_search(run.storage, run.study_name, 1)
+    store = open_storage(url)
+    names = {s.study_name for s in optuna.study.get_all_study_summaries(store)}
+    if run.study_name in names:
+        old = optuna.load_study(study_name=run.study_name, storage=store)
+        if old.user_attrs.get("kind") != "calibrate":
+            raise NasError(f"study {run.study_name!r} exists and is not a calibration; use --study NEW_NAME")
+        _check_same_data(run.study_name, old.user_attrs, fingerprint)
+    study = optuna.create_study(study_name=run.study_name, storage=store, directions=["maximize", "minimize"],
+                                load_if_exists=True)
+    if not study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["accuracy", "macs"])
+        study.set_user_attr("kind", "calibrate")
+        study.set_user_attr("space_name", run.space.name)
+        study.set_user_attr("data_fingerprint", fingerprint)
+        study.set_user_attr("versions", versions())
+        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    if run.command:
+        study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(run.command)])
+    return study, url
+
+
+def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> Calibration:
+    """Train what is missing, then analyse everything stored for the sample."""
+    from .device import configure_threads, resolve_runtime
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    runtime = resolve_runtime(run.device, run.precision)
+    threads = configure_threads()
+    f = run.space.fidelity
+    images = load_dataset(f.dataset, run.data)
+    fidelity_data = load_training_data(f, images=images)
+    reference = reference_fidelity(f, run.reference_epochs, run.reference_subset)
+    reference_data = load_training_data(reference, images=images)
+    if run.configs is not None:
+        architectures = _checked_configs(run.configs, fidelity_data)
+    else:
+        architectures = draw_sample(run.space, run.sample, fidelity_data.num_classes, fidelity_data.image_size)
+    seeds = [f.seed + i for i in range(run.seeds)]
+    study, url = open_calibration(run, images.fingerprint)
+
+    n_fid, n_ref = len(fidelity_data.train_labels), len(reference_data.train_labels)
+    jobs = [(cfg, f, fidelity_data, s, "fidelity") for cfg in architectures for s in seeds]
+    jobs += [(cfg, reference, reference_data, s, "reference") for cfg in architectures for s in seeds]
+    out(f"calibrate {run.space.name!r} in study {run.study_name!r} ({mask_url(url)}): {len(architectures)} "
+        f"architectures x {len(seeds)} seeds; fidelity {n_fid} images x {f.epochs:g} epochs "
+        f"(rungs {', '.join(f'{r:g}' for r in f.rungs)}), reference {n_ref} images x {reference.epochs:g} epochs, "
+        f"{len(fidelity_data.val_labels)} validation images; {runtime.device} {runtime.precision}, {threads} threads")
+    failed: list[str] = []
+    started, trained = time.perf_counter(), 0
+    for i, job in enumerate(jobs, 1):
+        cfg, budget, data, seed, role = job
+        if find_done(study, job) is not None:
+            continue  # stored by an earlier run
+        try:
+            trial = evaluate(study, cfg, budget, seed, data, runtime, role=role)
+        except EvaluationFailed as exc:
+            failed.append(f"{cfg.structure_hash()[:8]} seed {seed} ({role}): {exc}")
+            out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: FAILED {exc}")
+            continue
+        trained += 1
+        elapsed = time.perf_counter() - started
+        left = sum(1 for j in jobs[i:] if find_done(study, j) is None)
+        out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: val {trial.values[0]:.4f} "
+            f"({trial.user_attrs['train_seconds']:.0f} s; {elapsed / 60:.1f} min elapsed, {left} trainings left)")
+    if trained == 0:
+        out(f"every training was stored already ({len(jobs)} evaluations)")
+    result = analyse(study, architectures, seeds, f, reference, fidelity_data, runtime, run.target)
+    result.failed = failed
+    return result
+
+
+def find_done(study: optuna.Study, job) -> optuna.trial.FrozenTrial | None:
+    from .evaluate import find_evaluation
+
+    cfg, budget, _, seed, _ = job
+    return find_evaluation(study, cfg.structure_hash(), budget.budget_key(), seed)
+
+
+def _checked_configs(configs: list[tuple[str, ArchConfig]], data: TrainingData) -> list[ArchConfig]:
+    unique: dict[str, ArchConfig] = {}
+    for source, cfg in configs:
+        if cfg.num_classes != data.num_classes:
+            raise NasError(f"--configs: {source} has num_classes {cfg.num_classes}, the data {data.num_classes}")
+        if cfg.input_size != data.image_size:
+            raise NasError(f"--configs: {source} has input_size {cfg.input_size}, the images are "
+                           f"{data.image_size}x{data.image_size}")
+        unique.setdefault(cfg.structure_hash(), cfg)
+    if len(unique) < 2:
+        raise NasError(f"--configs: {len(unique)} distinct architecture(s); a ranking needs at least 2")
+    return list(unique.values())
+
+
+def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[int], fidelity: Fidelity,
+            reference: Fidelity, data: TrainingData, runtime, target: float) -> Calibration:
+    """Rows for every budget stored for all of these architectures and
+    seeds (the space's fidelity, and any other calibrated before), their
+    rungs, and the zero-cost scores; the recommendation."""
+    hashes = [cfg.structure_hash() for cfg in architectures]
+    index = {h: i for i, h in enumerate(hashes)}
+    by_budget: dict[str, dict] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("kind") != EVALUATION or a.get("structure_hash") not in index or a.get("seed") not in seeds:
+            continue
+        entry = by_budget.setdefault(a["budget_key"], {"budget": a["budget"], "train_images": a["train_images"],
+                                                        "cells": {}})
+        entry["cells"][(index[a["structure_hash"]], seeds.index(a["seed"]))] = a.get("rungs") or []
+    ref_entry = by_budget.pop(reference.budget_key(), None)
+    complete = len(architectures) * len(seeds)
+    if ref_entry is None or len(ref_entry["cells"]) < complete:
+        have = 0 if ref_entry is None else len(ref_entry["cells"])
+        raise NasError(f"the reference has {have} of {complete} trainings; run calibrate again to finish them")
+    ref_matrix = _matrix(ref_entry["cells"], len(architectures), len(seeds), -1)
+    ref_means = list(ref_matrix.mean(axis=1))
+
+    rows: list[Row] = []
+    for key, entry in sorted(by_budget.items(), key=lambda kv: _budget_cost(kv[1])):
+        if len(entry["cells"]) < complete:
+            continue  # another sample's budget, or one not finished
+        budget = _parse_fidelity(entry["budget"])
+        n = entry["train_images"]
+        for r, epochs in enumerate(budget.rungs):
+            last = r == len(budget.rungs) - 1
+            name = f"{_size(n)} x {epochs:g} ep" + ("" if last else f" (rung of {budget.epochs:g})")
+            rows.append(make_row(name, "budget" if last else "rung", images_at(epochs, n, budget.batch_size),
+                                 _matrix(entry["cells"], len(architectures), len(seeds), r), ref_means,
+                                 budget if last else None))
+    scores = _zero_cost(architectures, seeds, data, runtime)
+    for name in SCORES:
+        rows.append(make_row(name, "score", 0, scores[name], ref_means, accuracy_units=False))
+    return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target)
+
+
+def _matrix(cells: dict, n_arch: int, n_seeds: int, rung: int) -> np.ndarray:
+    out = np.empty((n_arch, n_seeds))
+    for (i, s), rungs in cells.items():
+        out[i, s] = rungs[rung][1] if rungs else math.nan
+    return out
+
+
+def _budget_cost(entry: dict) -> tuple:
+    budget = entry["budget"]
+    return (images_at(budget["rungs"][-1], entry["train_images"], budget["batch_size"]), str(budget))
+
+
+def _size(n: int) -> str:
+    return f"{n / 1000:g}k" if n % 100 == 0 and n >= 1000 else str(n)
+
+
+def _zero_cost(architectures: list[ArchConfig], seeds: list[int], data: TrainingData, runtime) -> dict:
+    out = {name: np.empty((len(architectures), len(seeds))) for name in SCORES}
+    for i, cfg in enumerate(architectures):
+        for j, seed in enumerate(seeds):
+            model = build_seeded(cfg, seed, runtime)
+            cost = profile(model, data.image_size, device=runtime.device)
+            scores = zero_cost_scores(model, data.train_images, data.train_labels, data.mean, data.std, cost,
+                                      seed=seed)
+            for name, value in scores.items():
+                out[name][i, j] = value
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def format_calibration(result: Calibration) -> str:
+    s = len(result.seeds)
+    head = (f"{'fidelity / score':<26} {'images/seed':>11} {'seed std':>8} {'tau 1 seed':>10} "
+            f"{f'tau {s} seeds':>11} {f'{INTERVAL:.0%} interval':>15} {'rho':>6}  ref best in top 3")
+    lines = [f"reference: {result.reference.subset or 'all'} images x {result.reference.epochs:g} epochs, mean of "
+             f"{s} seed(s); reference accuracies " + ", ".join(f"{m:.4f}" for m in result.reference_means), head]
+    for row in result.rows:
+        lo, hi = row.tau_interval
+        interval = "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+        lines.append(f"{row.name:<26} {row.images:>11,} {'' if row.seed_std is None else f'{row.seed_std:.4f}':>8} "
+                     f"{row.taus[0]:>+10.3f} {row.tau:>+11.3f} {interval:>15} {row.rho:>+6.3f}  "
+                     f"{'yes' if row.best_in_top3 else 'no'}")
+    if result.recommendation is None:
+        lines.append(f"recommendation: no fidelity measured here reaches tau >= {result.target:g} with up to {s} "
+                     f"seed(s); try a longer one (--epochs, --subset) or more seeds")
+    else:
+        row, k = result.recommendation
+        lines.append(f"recommendation: {row.name} with repeats {k} (tau {row.taus[k - 1]:+.3f} >= {result.target:g}; "
+                     f"{row.images * k:,} images per front candidate)")
+    for failure in result.failed:
+        lines.append(f"failed: {failure}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- --write
+
+
+def write_fidelity(space: SearchSpace, row: Row, repeats: int, note: str) -> Path:
+    """Put the recommended budget and repeats into the space's file,
+    leaving the rest of the file (comments included) as it was."""
+    path = Path(space.path or "")
+    if not path.is_file():
+        raise NasError("--write: this space was not read from a file")
+    text = path.read_text()
+    budget = row.fidelity
+    import yaml
+
+    current = yaml.safe_load(text).get("fidelity") or {}
+    new = dict(current)
+    new.update({"subset": budget.subset, "val_size": budget.val_size, "rungs": [_plain(r) for r in budget.rungs],
+                "repeats": repeats})
+    for key in ("batch_size", "lr", "warmup", "grad_clip"):
+        if getattr(budget, key) != getattr(space.fidelity, key):
+            new[key] = getattr(budget, key)
+    line = "fidelity: " + yaml.safe_dump(new, default_flow_style=True, sort_keys=False, width=1000).strip() + "\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if re.match(r"fidelity\s*:", ln)), None)
+    comment = f"# {note}\n"
+    if start is None:
+        updated = text + ("" if text.endswith("\n") else "\n") + comment + line
+    else:
+        end = start + 1
+        while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+            end += 1
+        if start > 0 and lines[start - 1].startswith("# calibrated"):
+            start -= 1
+        updated = "".join(lines[:start]) + comment + line + "".join(lines[end:])
+    parse_space(updated, name=space.name, source=str(path))  # never write a file the tool cannot read
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(updated)
+    tmp.replace(path)
+    return path
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value

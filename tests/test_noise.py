@@ -1,0 +1,161 @@
+"""Seeds on the front (issue 14 item 1): the noise helpers against hand-made
+cases, and the search's repeats with a stand-in trainer whose accuracies
+are set per architecture and seed, so every decision is known in advance."""
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import nas.search as search
+from nas.device import resolve_runtime
+from nas.noise import dominance_probability, near_front, neighbour_marks, pooled_seed_std
+from nas.space import parse_space
+from nas.train import TrainResult
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+class _Trial:  # what the noise helpers read of a FrozenTrial
+    def __init__(self, number, seeds):
+        self.number, self.user_attrs = number, {"seed_accuracies": seeds}
+
+
+def test_pooled_seed_std_needs_two_repeated_trials():
+    assert pooled_seed_std([_Trial(0, [0.5, 0.6]), _Trial(1, [0.7])]) == 0.0
+    # variances 0.005 and 0.02 (sample, ddof 1): pooled sqrt(0.0125)
+    got = pooled_seed_std([_Trial(0, [0.5, 0.6]), _Trial(1, [0.7, 0.9]), _Trial(2, [0.4])])
+    assert got == pytest.approx(math.sqrt(0.0125))
+
+
+def test_near_front_with_and_without_a_noise_margin():
+    front = [(0.60, 10.0), (0.70, 20.0)]
+    assert near_front((0.65, 15.0), front, 0.0)  # between the two: on the front
+    assert not near_front((0.55, 15.0), front, 0.0)  # (0.60, 10) dominates it
+    assert near_front((0.55, 15.0), front, 0.06)  # ... by less than the noise
+    assert not near_front((0.55, 15.0), front, 0.04)  # more than the noise better: dominated
+    assert near_front((0.60, 10.0), front, 0.0)  # equal to a front point: not dominated
+    assert not near_front((0.60, 12.0), front, 0.0)  # same accuracy, more MACs
+
+
+def test_dominance_probability_resolves_clear_gaps_only():
+    clear = dominance_probability([0.80, 0.81, 0.82], [0.60, 0.61, 0.62])
+    assert clear == 1.0
+    overlapping = dominance_probability([0.60, 0.66, 0.52], [0.58, 0.61, 0.55])
+    assert 0.2 < overlapping < 0.9
+    assert dominance_probability([0.7], [0.6, 0.65]) is None
+    marks = neighbour_marks([_Trial(3, [0.60, 0.61, 0.62]), _Trial(5, [0.80, 0.81, 0.82]),
+                             _Trial(7, [0.79, 0.86, 0.78]), _Trial(8, [0.9])])
+    assert marks == ["", "", "~5", "?"]
+
+
+# --------------------------------------------------------------------------- repeats in the search
+
+#: accuracy of each stage-3 attention type with seed 0 at the end, at the
+#: first rung (chosen so that only cbam is stopped there: se's late drop is
+#: what makes it dominated), and what each further seed adds
+ACCURACY = {"none": 0.50, "eca": 0.60, "se": 0.55, "cbam": 0.30}
+FIRST_RUNG = {"none": 0.25, "eca": 0.30, "se": 0.40, "cbam": 0.10}
+SEED_SHIFT = {0: 0.0, 1: 0.01, 2: -0.01}
+SECONDS_PER_TRAINING = 10.0
+
+
+def _kind(cfg) -> str:
+    return cfg.stages[2].blocks[0].attention.type
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _stand_in_trainer(calls: list, clock: _Clock):
+    def train_architecture(cfg, data, fidelity, seed, runtime, callback=None, model=None):
+        calls.append((_kind(cfg), seed))
+        final = ACCURACY[_kind(cfg)] + SEED_SHIFT[seed]
+        rungs = []
+        for i, epochs in enumerate(fidelity.rungs):
+            accuracy = final if i == len(fidelity.rungs) - 1 else FIRST_RUNG[_kind(cfg)]
+            rungs.append((epochs, accuracy))
+            if callback is not None and callback(i, epochs, accuracy):
+                clock.now += SECONDS_PER_TRAINING / 2
+                return TrainResult(accuracy, rungs, True, epochs, 50, SECONDS_PER_TRAINING / 2, 0.0, "fp32")
+        clock.now += SECONDS_PER_TRAINING
+        return TrainResult(final, rungs, False, fidelity.epochs, 100, SECONDS_PER_TRAINING, 0.0, "fp32")
+
+    return train_architecture
+
+
+def _tiny_data() -> search.TrainingData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(64) % 10
+    return search.TrainingData(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3,
+                               10, 32, "f" * 64)
+
+
+SPACE = ("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, se, eca, cbam]\n"
+         "params: {se: {r: 4}, cbam: {r: 4}}\nsampler: random\n"
+         "fidelity: {rungs: [0.5, 1], eta: 2, batch_size: 16, repeats: 3}\n")
+
+
+def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatch, tmp_path):
+    calls: list = []
+    clock = _Clock()
+    monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, clock))
+    monkeypatch.setattr(search, "load_search_data", lambda space, data: _tiny_data())
+    monkeypatch.setattr(time, "perf_counter", clock)
+    space = parse_space(SPACE, name="t")
+    lines: list[str] = []
+    run = search.SearchRun(space=space, study_name="t", storage=f"sqlite:///{tmp_path}/t.db", trials=4,
+                           timeout=None, device="cpu", precision="fp32")
+    # in this order: none (the first: on the empty front), eca (more MACs, more
+    # accurate: on the front), se (more MACs than eca and 0.05 less accurate:
+    # beyond twice the pooled seed std of 0.01), cbam (last at the first rung: pruned)
+    original = search.create_or_resume
+
+    def enqueued(*args, **kwargs):
+        study = original(*args, **kwargs)
+        for kind in ("none", "eca", "se", "cbam"):
+            study.enqueue_trial({"s3.type": kind})
+        return study
+
+    monkeypatch.setattr(search, "create_or_resume", enqueued)
+    study = search.run_search(run, out=lines.append)
+    none, eca, se, cbam = study.trials
+    assert calls == [("none", 0), ("none", 1), ("none", 2), ("eca", 0), ("eca", 1), ("eca", 2), ("se", 0),
+                     ("cbam", 0)]
+    assert none.user_attrs["seed_accuracies"] == pytest.approx([0.50, 0.51, 0.49])
+    assert none.values[0] == pytest.approx(0.50) and none.user_attrs["accuracy_std"] == pytest.approx(0.01)
+    assert eca.user_attrs["seed_accuracies"] == pytest.approx([0.60, 0.61, 0.59])
+    assert eca.values[0] == pytest.approx(0.60)
+    assert se.state == TrialState.COMPLETE and se.user_attrs["seed_accuracies"] == pytest.approx([0.55])
+    assert "accuracy_std" not in se.user_attrs and se.user_attrs["front_noise"] == pytest.approx(0.02)
+    assert cbam.state == TrialState.PRUNED and "seed_accuracies" not in cbam.user_attrs
+    # every seed's images and seconds are the trial's cost
+    assert none.user_attrs["images_trained"] == 300 and none.user_attrs["train_seconds"] == 30.0
+    assert se.user_attrs["images_trained"] == 100
+    # the ETA after the first trial: its three trainings (30 s) per trial, for the 3 left
+    first = next(line for line in lines if line.startswith("trial    0"))
+    assert "0.50 ± 0.0100 (3 seeds)" in first.replace("acc 0.5000", "0.50")
+    assert "ETA 1.5 min" in first
+    front = search.format_front(search.pareto_front(study))
+    assert "± std" in front and "0.0100" in front
+
+
+def test_repeats_one_trains_one_seed(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, _Clock()))
+    space = parse_space(SPACE.replace("repeats: 3", "repeats: 1"), name="t")
+    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"s3.type": "none"})
+    study.optimize(objective, n_trials=1)
+    assert calls == [("none", 0)] and study.trials[0].user_attrs["seed_accuracies"] == [0.5]
