@@ -416,6 +416,9 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         out(f"trial {trial.number:>4} {_summary(trial)}  [{finished[0]}{'/' + str(target) if target else ''}, "
             f"{_minutes(elapsed)} elapsed{', ETA ' + _minutes(eta) if eta is not None else ''}]")
         reap_dead_trials(study, out)  # another worker may have died meanwhile
+        if trial.state == TrialState.COMPLETE:
+            # the dashboard shows study user attrs: the front as it stands, with its noise
+            study.set_user_attr("front", front_summary(pareto_front(study)))
 
     with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
@@ -502,6 +505,14 @@ def format_front(front: list[optuna.trial.FrozenTrial]) -> str:
     if any(marks):
         lines.append(marks_legend())
     return "\n".join(lines)
+
+
+def front_summary(front: list[optuna.trial.FrozenTrial]) -> list[dict]:
+    """The front as plain data (a study user attr): per point its mean
+    accuracy, seed std, seeds and noise mark."""
+    return [{"trial": t.number, "accuracy": round(t.values[0], 6), "accuracy_std": t.user_attrs.get("accuracy_std"),
+             "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark, "macs": int(t.values[1])}
+            for t, mark in zip(front, neighbour_marks(front))]
 
 
 def _attention_summary(trial: optuna.trial.FrozenTrial) -> str:

@@ -148,6 +148,8 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
     assert "ETA 1.5 min" in first
     front = search.format_front(search.pareto_front(study))
     assert "± std" in front and "0.0100" in front
+    # the dashboard's copy of the front: eca's gain over none is resolved by its seeds
+    assert [(p["trial"], p["seeds"], p["noise"]) for p in study.user_attrs["front"]] == [(0, 3, ""), (1, 3, "")]
 
 
 def test_repeats_one_trains_one_seed(monkeypatch):
