@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -43,8 +42,8 @@ from scipy import stats
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (EVALUATION, EvaluationFailed, TrainingData, build_seeded, evaluate, images_at,
-                       load_training_data)
+from .evaluate import (EVALUATION, EvaluationFailed, TrainingData, build_seeded, evaluate, find_evaluation,
+                       images_at, load_training_data)
 from .models import build_model
 from .profile import profile
 from .provenance import versions
@@ -60,6 +59,10 @@ REFERENCE_SUBSET = 20000
 REFERENCE_EPOCHS = 10.0
 #: the two-sided coverage of the bootstrap interval over architectures
 INTERVAL = 0.9
+#: the reference trains with seeds seed+1000, seed+1001, ...
+REFERENCE_SEED_OFFSET = 1000
+#: --seeds at most (tau is averaged over every choice of k of the seeds)
+MAX_SEEDS = 8
 
 
 @dataclass
@@ -268,18 +271,35 @@ def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> 
     f = run.space.fidelity
     images = load_dataset(f.dataset, run.data)
     fidelity_data = load_training_data(f, images=images)
+    available = len(fidelity_data.train_labels) if f.subset is None else \
+        len(images.train_labels) - len(fidelity_data.val_labels)
+    if run.reference_subset is not None and run.reference_subset > available:
+        raise NasError(f"--reference-subset: {run.reference_subset} is more than the {available} training images "
+                       f"left after the validation split (0: all of them)")
     reference = reference_fidelity(f, run.reference_epochs, run.reference_subset)
     reference_data = load_training_data(reference, images=images)
+    n_fid, n_ref = len(fidelity_data.train_labels), len(reference_data.train_labels)
+    if n_ref * reference.epochs <= n_fid * f.epochs:
+        raise NasError(f"--reference-epochs/--reference-subset: the reference ({n_ref} images x {reference.epochs:g} "
+                       f"epochs) must train on more than the fidelity ({n_fid} images x {f.epochs:g} epochs)")
     if run.configs is not None:
         architectures = _checked_configs(run.configs, fidelity_data)
     else:
         architectures = draw_sample(run.space, run.sample, fidelity_data.num_classes, fidelity_data.image_size)
+        if len(architectures) < 2:
+            raise NasError(f"space {run.space.name!r}: no feasible architecture besides the baseline was found; "
+                           f"nothing to rank")
+        if len(architectures) < run.sample:
+            out(f"note: the space has {len(architectures)} distinct feasible architectures in the draws, "
+                f"fewer than --sample {run.sample}")
     seeds = [f.seed + i for i in range(run.seeds)]
+    # the reference's own seeds: with the fidelity's, a lucky initialisation
+    # would lift both and flatter the agreement
+    reference_seeds = [f.seed + REFERENCE_SEED_OFFSET + i for i in range(run.seeds)]
     study, url = open_calibration(run, images.fingerprint)
 
-    n_fid, n_ref = len(fidelity_data.train_labels), len(reference_data.train_labels)
     jobs = [(cfg, f, fidelity_data, s, "fidelity") for cfg in architectures for s in seeds]
-    jobs += [(cfg, reference, reference_data, s, "reference") for cfg in architectures for s in seeds]
+    jobs += [(cfg, reference, reference_data, s, "reference") for cfg in architectures for s in reference_seeds]
     out(f"calibrate {run.space.name!r} in study {run.study_name!r} ({mask_url(url)}): {len(architectures)} "
         f"architectures x {len(seeds)} seeds; fidelity {n_fid} images x {f.epochs:g} epochs "
         f"(rungs {', '.join(f'{r:g}' for r in f.rungs)}), reference {n_ref} images x {reference.epochs:g} epochs, "
@@ -288,31 +308,39 @@ def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> 
     started, trained = time.perf_counter(), 0
     for i, job in enumerate(jobs, 1):
         cfg, budget, data, seed, role = job
-        if find_done(study, job) is not None:
-            continue  # stored by an earlier run
+        name = f"{cfg.structure_hash()[:8]} seed {seed} ({role})"
+        stored = _stored(study, job, include_failed=True)
+        if stored is not None:  # by an earlier run; a failed training would fail again
+            if stored.state == TrialState.FAIL:
+                failed.append(f"{name}: {stored.user_attrs.get('fail_reason')} (trial {stored.number})")
+            continue
         try:
             trial = evaluate(study, cfg, budget, seed, data, runtime, role=role)
         except EvaluationFailed as exc:
-            failed.append(f"{cfg.structure_hash()[:8]} seed {seed} ({role}): {exc}")
+            failed.append(f"{name}: {exc}")
             out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: FAILED {exc}")
             continue
         trained += 1
         elapsed = time.perf_counter() - started
-        left = sum(1 for j in jobs[i:] if find_done(study, j) is None)
+        left = sum(1 for j in jobs[i:] if _stored(study, j, include_failed=True) is None)
         out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: val {trial.values[0]:.4f} "
             f"({trial.user_attrs['train_seconds']:.0f} s; {elapsed / 60:.1f} min elapsed, {left} trainings left)")
     if trained == 0:
         out(f"every training was stored already ({len(jobs)} evaluations)")
-    result = analyse(study, architectures, seeds, f, reference, fidelity_data, runtime, run.target)
+    if failed:  # an architecture that cannot be trained at some budget has no place in the ranking
+        bad = {line.split()[0] for line in failed}
+        architectures = [cfg for cfg in architectures if cfg.structure_hash()[:8] not in bad]
+        out(f"left out of the analysis: {', '.join(sorted(bad))} (a training failed, see below)")
+        if len(architectures) < 2:
+            raise NasError(f"{len(bad)} architecture(s) failed to train; fewer than 2 left to rank")
+    result = analyse(study, architectures, seeds, reference_seeds, reference, fidelity_data, runtime, run.target)
     result.failed = failed
     return result
 
 
-def find_done(study: optuna.Study, job) -> optuna.trial.FrozenTrial | None:
-    from .evaluate import find_evaluation
-
+def _stored(study: optuna.Study, job, include_failed: bool = False) -> optuna.trial.FrozenTrial | None:
     cfg, budget, _, seed, _ = job
-    return find_evaluation(study, cfg.structure_hash(), budget.budget_key(), seed)
+    return find_evaluation(study, cfg.structure_hash(), budget.budget_key(), seed, include_failed)
 
 
 def _checked_configs(configs: list[tuple[str, ArchConfig]], data: TrainingData) -> list[ArchConfig]:
@@ -329,40 +357,44 @@ def _checked_configs(configs: list[tuple[str, ArchConfig]], data: TrainingData) 
     return list(unique.values())
 
 
-def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[int], fidelity: Fidelity,
+def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[int], reference_seeds: list[int],
             reference: Fidelity, data: TrainingData, runtime, target: float) -> Calibration:
     """Rows for every budget stored for all of these architectures and
     seeds (the space's fidelity, and any other calibrated before), their
     rungs, and the zero-cost scores; the recommendation."""
-    hashes = [cfg.structure_hash() for cfg in architectures]
-    index = {h: i for i, h in enumerate(hashes)}
+    index = {cfg.structure_hash(): i for i, cfg in enumerate(architectures)}
+    reference_key = reference.budget_key()
     by_budget: dict[str, dict] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
-        if a.get("kind") != EVALUATION or a.get("structure_hash") not in index or a.get("seed") not in seeds:
+        if a.get("kind") != EVALUATION or a.get("structure_hash") not in index:
+            continue
+        wanted = reference_seeds if a["budget_key"] == reference_key else seeds
+        if a.get("seed") not in wanted:
             continue
         entry = by_budget.setdefault(a["budget_key"], {"budget": a["budget"], "train_images": a["train_images"],
                                                         "cells": {}})
-        entry["cells"][(index[a["structure_hash"]], seeds.index(a["seed"]))] = a.get("rungs") or []
-    ref_entry = by_budget.pop(reference.budget_key(), None)
+        entry["cells"][(index[a["structure_hash"]], wanted.index(a["seed"]))] = a.get("rungs") or []
     complete = len(architectures) * len(seeds)
+    ref_entry = by_budget.pop(reference_key, None)
     if ref_entry is None or len(ref_entry["cells"]) < complete:
         have = 0 if ref_entry is None else len(ref_entry["cells"])
         raise NasError(f"the reference has {have} of {complete} trainings; run calibrate again to finish them")
-    ref_matrix = _matrix(ref_entry["cells"], len(architectures), len(seeds), -1)
-    ref_means = list(ref_matrix.mean(axis=1))
+    ref_epochs = _rung_epochs(ref_entry["cells"])
+    ref_means = list(_matrix(ref_entry["cells"], len(architectures), len(seeds), ref_epochs[-1]).mean(axis=1))
 
     rows: list[Row] = []
-    for key, entry in sorted(by_budget.items(), key=lambda kv: _budget_cost(kv[1])):
-        if len(entry["cells"]) < complete:
+    for entry in sorted(by_budget.values(), key=_budget_cost):
+        epochs_measured = _rung_epochs(entry["cells"])
+        if len(entry["cells"]) < complete or not epochs_measured:
             continue  # another sample's budget, or one not finished
         budget = _parse_fidelity(entry["budget"])
         n = entry["train_images"]
-        for r, epochs in enumerate(budget.rungs):
-            last = r == len(budget.rungs) - 1
+        for epochs in epochs_measured:  # the rungs the trainer measured (rungs closer than a step merge)
+            last = epochs == epochs_measured[-1]
             name = f"{_size(n)} x {epochs:g} ep" + ("" if last else f" (rung of {budget.epochs:g})")
             rows.append(make_row(name, "budget" if last else "rung", images_at(epochs, n, budget.batch_size),
-                                 _matrix(entry["cells"], len(architectures), len(seeds), r), ref_means,
+                                 _matrix(entry["cells"], len(architectures), len(seeds), epochs), ref_means,
                                  budget if last else None))
     scores = _zero_cost(architectures, seeds, data, runtime)
     for name in SCORES:
@@ -370,10 +402,17 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
     return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target)
 
 
-def _matrix(cells: dict, n_arch: int, n_seeds: int, rung: int) -> np.ndarray:
-    out = np.empty((n_arch, n_seeds))
+def _rung_epochs(cells: dict) -> list[float]:
+    """The epochs at which every training of a budget measured accuracy
+    (empty when they disagree)."""
+    measured = {tuple(e for e, _ in rungs) for rungs in cells.values()}
+    return list(measured.pop()) if len(measured) == 1 else []
+
+
+def _matrix(cells: dict, n_arch: int, n_seeds: int, epochs: float) -> np.ndarray:
+    out = np.full((n_arch, n_seeds), math.nan)
     for (i, s), rungs in cells.items():
-        out[i, s] = rungs[rung][1] if rungs else math.nan
+        out[i, s] = next(acc for e, acc in rungs if e == epochs)
     return out
 
 
@@ -430,40 +469,63 @@ def format_calibration(result: Calibration) -> str:
 
 
 def write_fidelity(space: SearchSpace, row: Row, repeats: int, note: str) -> Path:
-    """Put the recommended budget and repeats into the space's file,
-    leaving the rest of the file (comments included) as it was."""
-    path = Path(space.path or "")
-    if not path.is_file():
-        raise NasError("--write: this space was not read from a file")
-    text = path.read_text()
-    budget = row.fidelity
+    """Put the recommended budget and repeats into the space's file, as a
+    one-line ``fidelity:`` mapping under a ``# calibrated ...`` comment; the
+    other keys of the fidelity and the rest of the file (comments, blank
+    lines) stay as they were."""
     import yaml
 
-    current = yaml.safe_load(text).get("fidelity") or {}
+    path = writable_space_file(space)
+    text = path.read_text()
+    budget = row.fidelity
+    root = yaml.compose(text)
+    found = next(((k, v) for k, v in root.value if k.value == "fidelity"), None)
+    current = (yaml.safe_load(text) or {}).get("fidelity") or {}
     new = dict(current)
     new.update({"subset": budget.subset, "val_size": budget.val_size, "rungs": [_plain(r) for r in budget.rungs],
                 "repeats": repeats})
     for key in ("batch_size", "lr", "warmup", "grad_clip"):
         if getattr(budget, key) != getattr(space.fidelity, key):
             new[key] = getattr(budget, key)
-    line = "fidelity: " + yaml.safe_dump(new, default_flow_style=True, sort_keys=False, width=1000).strip() + "\n"
+    block = f"# {note}\nfidelity: " + yaml.safe_dump(new, default_flow_style=True, sort_keys=False,
+                                                     width=1000).strip() + "\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if re.match(r"fidelity\s*:", ln)), None)
-    comment = f"# {note}\n"
-    if start is None:
-        updated = text + ("" if text.endswith("\n") else "\n") + comment + line
+    if found is None:
+        updated = text + ("" if not text or text.endswith("\n") else "\n") + block
     else:
-        end = start + 1
-        while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
-            end += 1
-        if start > 0 and lines[start - 1].startswith("# calibrated"):
-            start -= 1
-        updated = "".join(lines[:start]) + comment + line + "".join(lines[end:])
+        first, last = found[0].start_mark.line, _last_line(found[1])
+        if first > 0 and lines[first - 1].startswith("# calibrated"):
+            first -= 1  # the note of an earlier calibration
+        updated = "".join(lines[:first]) + block + "".join(lines[last + 1:])
     parse_space(updated, name=space.name, source=str(path))  # never write a file the tool cannot read
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(updated)
     tmp.replace(path)
     return path
+
+
+def writable_space_file(space: SearchSpace) -> Path:
+    """The file ``--write`` would change, checked before any training."""
+    import os
+
+    path = Path(space.path or "")
+    if not path.is_file():
+        raise NasError("--write: this space was not read from a file")
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise NasError(f"--write: {path} (or its folder) is not writable")
+    return path
+
+
+def _last_line(node) -> int:
+    """The last line holding part of ``node``'s value (a block collection's
+    end mark lies on the line of whatever follows it)."""
+    import yaml
+
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _last_line(last[1] if isinstance(node, yaml.MappingNode) else last)
+    end = node.end_mark
+    return end.line - 1 if end.column == 0 and end.line > node.start_mark.line else end.line
 
 
 def _plain(value: float) -> float | int:

@@ -183,7 +183,7 @@ def _override_fidelity(space, args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchRun, format_front, pareto_front, run_search
+    from .search import SearchRun, format_front, pareto_front, run_search, study_seed_std
     from .space import check_constraints, load_space
     from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
 
@@ -226,7 +226,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0  # a worker started by run_workers: the parent prints the front
     front = pareto_front(study)
     print(f"\nPareto front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
-    print(format_front(front) if front else "(no completed, trained trial yet)")
+    print(format_front(front, study_seed_std(study)) if front else "(no completed, trained trial yet)")
     storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
     print(f"next: python search.py report --study {study_name}{storage}    "
           f"python search.py export --study {study_name}{storage} --pick knee -o {study_name}-best.yaml")
@@ -262,7 +262,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if front.noise.astype(bool).any():
             from .noise import marks_legend
 
-            print(marks_legend())
+            print(marks_legend(out["seed_std"]))
     else:
         print("(no completed, trained trial yet)")
     ref = out["reference"]
@@ -361,8 +361,8 @@ def _progress_printer():
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import REFERENCE_EPOCHS, REFERENCE_SUBSET, CalibrationRun, format_calibration, run_calibration
-    from .calibrate import write_fidelity
+    from .calibrate import (MAX_SEEDS, REFERENCE_EPOCHS, REFERENCE_SUBSET, CalibrationRun, format_calibration,
+                            run_calibration, writable_space_file, write_fidelity)
     from .config import load_config
     from .space import load_space
     from .storage import check_url, mask_url
@@ -371,8 +371,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     _override_fidelity(space, args)
     if args.sample < 2:
         raise NasError(f"--sample: must be >= 2 (a ranking needs two architectures), got {args.sample}")
-    if args.seeds < 1:
-        raise NasError(f"--seeds: must be >= 1, got {args.seeds}")
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        raise NasError(f"--seeds: must be 1 to {MAX_SEEDS}, got {args.seeds}")
     if not -1 < args.target <= 1:
         raise NasError(f"--target: a Kendall tau in (-1, 1], got {args.target:g}")
     reference_epochs = REFERENCE_EPOCHS if args.reference_epochs is None else args.reference_epochs
@@ -394,6 +394,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 if not file.is_file():
                     raise NasError(f"--configs: file not found: {file}")
                 configs.append((str(file), load_config(file)))
+    if args.write:
+        writable_space_file(space)
     check_url(args.storage, 1)
     command = "python search.py " + " ".join(args.argv)
     run = CalibrationRun(space=space, study_name=args.study or f"calibrate:{space.name}", storage=args.storage,

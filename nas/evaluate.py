@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ from .data import ImageData, channel_stats, default_val_size, load_dataset, make
 from .errors import NasError
 from .models import build_model
 from .profile import profile
-from .train import RungCallback, TrainResult, train
+from .train import DivergedError, RungCallback, TrainResult, train
 
 #: the ``kind`` user attr of a stored evaluation (search trials have none)
 EVALUATION = "evaluation"
@@ -96,27 +95,37 @@ def images_at(epochs: float, train_images: int, batch_size: int) -> int:
 # --------------------------------------------------------------------------- stored evaluations
 
 
-def find_evaluation(study: optuna.Study, structure_hash: str, budget_key: str,
-                    seed: int) -> optuna.trial.FrozenTrial | None:
-    """The finished evaluation of this architecture, budget and seed, if any."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+#: failures of one training that say something about the architecture (or
+#: the machine), not a bug: stored as FAIL and not tried again
+TRAINING_FAILURES = (DivergedError, MemoryError, torch.OutOfMemoryError)
+INTERRUPTED = "interrupted during the evaluation"
+
+
+def find_evaluation(study: optuna.Study, structure_hash: str, budget_key: str, seed: int,
+                    include_failed: bool = False) -> optuna.trial.FrozenTrial | None:
+    """The finished evaluation of this architecture, budget and seed, if
+    any; with ``include_failed`` also one whose training failed (diverged,
+    out of memory), which would fail again. Interrupted ones never count."""
+    states = (TrialState.COMPLETE, TrialState.FAIL) if include_failed else (TrialState.COMPLETE,)
+    for t in study.get_trials(deepcopy=False, states=states):
         a = t.user_attrs
         if (a.get("kind") == EVALUATION and a.get("structure_hash") == structure_hash
-                and a.get("budget_key") == budget_key and a.get("seed") == seed):
+                and a.get("budget_key") == budget_key and a.get("seed") == seed
+                and (t.state == TrialState.COMPLETE or a.get("training_failed"))):
             return t
     return None
 
 
 def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: TrainingData, runtime, *,
-             role: str = "", extra_attrs: dict[str, Any] | None = None,
-             out: Callable[[str], None] | None = None) -> optuna.trial.FrozenTrial:
+             role: str = "", extra_attrs: dict[str, Any] | None = None) -> optuna.trial.FrozenTrial:
     """Train ``cfg`` at ``fidelity``'s budget with ``seed`` and store it as a
     COMPLETE trial of ``study`` (values: validation accuracy and MACs; user
     attrs: ``rungs``, ``structure_hash``, ``budget``, ``budget_key``,
     ``seed``, ``role``, cost). An evaluation stored before is returned
-    untouched. A training that fails (e.g. diverges) is stored as FAIL with
-    its reason and raised as :class:`EvaluationFailed`; Ctrl-C marks the
-    trial FAIL and propagates."""
+    untouched. A training that fails for a reason of its own (divergence,
+    out of memory) is stored as FAIL with the reason and raised as
+    :class:`EvaluationFailed`; anything else (Ctrl-C, a bug) marks the trial
+    FAIL and propagates with its traceback."""
     structure, budget_key = cfg.structure_hash(), fidelity.budget_key()
     done = find_evaluation(study, structure, budget_key, seed)
     if done is not None:
@@ -124,11 +133,6 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     model = build_seeded(cfg, seed, runtime)
     cost = profile(model, data.image_size, device=runtime.device)
     trial = study.ask()
-    attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
-             "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": cost["macs"],
-             "params": cost["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
     rungs: list[list[float]] = []
 
     def at_rung(index: int, epochs: float, accuracy: float) -> bool:
@@ -138,26 +142,31 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
 
     started = time.perf_counter()
     try:
+        attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
+                 "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": cost["macs"],
+                 "params": cost["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model)
-    except KeyboardInterrupt:
-        trial.set_user_attr("fail_reason", "interrupted during the evaluation")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    except Exception as exc:  # the training's problem (divergence, memory): recorded, then raised
+    except TRAINING_FAILURES as exc:
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
         trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+        trial.set_user_attr("training_failed", True)
         study.tell(trial, state=TrialState.FAIL)
         raise EvaluationFailed(reason) from exc
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        trial.set_user_attr("fail_reason", INTERRUPTED if interrupted else
+                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")
+        if not interrupted:
+            trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
+        study.tell(trial, state=TrialState.FAIL)
+        raise
     trial.set_user_attr("images_trained", result.images_seen)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
     trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
     trial.set_user_attr("val_accuracy", result.val_accuracy)
     study.tell(trial, [result.val_accuracy, float(cost["macs"])])
-    if out is not None:
-        out(f"  {role or 'evaluation'} {structure[:8]} seed {seed}: val {result.val_accuracy:.4f} "
-            f"({', '.join(f'{a:.4f} at {e:g} ep' for e, a in rungs[:-1]) or 'one rung'}; "
-            f"{result.train_seconds:.0f} s)")
     return study.trials[trial.number]
 
 

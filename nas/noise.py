@@ -7,11 +7,15 @@ here reads that attr. Two decisions rest on it:
 * :func:`near_front`, in the search: is a fresh single-seed result close
   enough to the front to be worth more seeds?
 * :func:`dominance_probability`, in the reports: given two front
-  neighbours' seeds, how sure is it that the more expensive one is really
-  more accurate? A bootstrap over each point's seeds (the resampling idea
-  Budszuhn et al., arXiv 2503.21495, use for the probability that one
-  configuration dominates another); below :data:`RESOLVED` the pair is
-  marked as within noise.
+  neighbours' seed means, how sure is it that the more expensive one is
+  really more accurate? The difference of two means of n1 and n2 seeds has
+  a standard error of sigma * sqrt(1/n1 + 1/n2), with sigma the seed std
+  pooled over every repeated trial of the study (many more seeds than any
+  one pair has: a bootstrap over a pair's own two or three seeds would
+  call almost any non-overlapping pair certain); P(gain > 0) is the normal
+  probability of that, in the spirit of the probability of dominance that
+  Budszuhn et al. (arXiv 2503.21495) estimate. Below :data:`RESOLVED` the
+  pair is marked as within noise.
 """
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ import math
 import statistics
 from collections.abc import Sequence
 
-import numpy as np
 from scipy import stats
 
 #: a front neighbour's extra accuracy counts as resolved when the bootstrap
@@ -36,8 +39,11 @@ def seed_accuracies(trial) -> list[float]:
 def pooled_seed_std(trials: Sequence) -> float:
     """Seed noise of one evaluation: the square root of the mean of the
     sample variances of the trials trained with several seeds; 0 while
-    fewer than two such trials exist (no estimate yet)."""
-    variances = [statistics.variance(s) for s in map(seed_accuracies, trials) if len(s) > 1]
+    fewer than two such trials exist (no estimate yet). Trials with a
+    diverged seed (counted at chance accuracy) are left out: that is
+    instability, not the spread of a result."""
+    variances = [statistics.variance(seed_accuracies(t)) for t in trials
+                 if len(seed_accuracies(t)) > 1 and not t.user_attrs.get("seed_failures")]
     return math.sqrt(statistics.fmean(variances)) if len(variances) >= 2 else 0.0
 
 
@@ -52,33 +58,26 @@ def near_front(point: tuple[float, float], others: Sequence[tuple[float, float]]
     return True
 
 
-def dominance_probability(higher: Sequence[float], lower: Sequence[float], *, resamples: int = 4000,
-                          seed: int = 0) -> float | None:
-    """Probability that the mean of ``higher``'s seeds is above the mean of
-    ``lower``'s, over bootstrap resamples of each (ties count half). None when
-    either has a single seed: one seed says nothing about its noise."""
-    if len(higher) < 2 or len(lower) < 2:
+def dominance_probability(higher: Sequence[float], lower: Sequence[float], seed_std: float) -> float | None:
+    """Probability that ``higher``'s true mean accuracy is above
+    ``lower``'s, given their seeds' accuracies and the pooled ``seed_std``
+    (normal approximation of the difference of means). None when either has
+    a single seed or no std is known: then nothing can be said."""
+    if len(higher) < 2 or len(lower) < 2 or not seed_std > 0:
         return None
-    result = stats.bootstrap((np.asarray(higher, float), np.asarray(lower, float)), _mean_difference,
-                             paired=False, vectorized=True, n_resamples=resamples, method="percentile",
-                             rng=np.random.default_rng(seed))
-    diffs = result.bootstrap_distribution
-    return float(np.mean(diffs > 0) + 0.5 * np.mean(diffs == 0))
+    gain = statistics.fmean(higher) - statistics.fmean(lower)
+    return float(stats.norm.cdf(gain / (seed_std * math.sqrt(1 / len(higher) + 1 / len(lower)))))
 
 
-def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-
-def neighbour_marks(front: Sequence) -> list[str]:
+def neighbour_marks(front: Sequence, seed_std: float) -> list[str]:
     """For a front sorted by MACs, one mark per point on its step up from
-    the cheaper neighbour: ``""`` (the first point, or an accuracy gain its
+    the cheaper neighbour: ``""`` (the first point, or an accuracy gain the
     seeds resolve), ``"~N"`` (within noise of trial N: the gain is not
-    resolved at :data:`RESOLVED`), or ``"?"`` (a point with one seed: its
-    noise is unknown)."""
+    resolved at :data:`RESOLVED`), or ``"?"`` (either point has one seed,
+    or no seed std is known yet)."""
     marks = [""] * len(front)
     for i in range(1, len(front)):
-        p = dominance_probability(seed_accuracies(front[i]), seed_accuracies(front[i - 1]))
+        p = dominance_probability(seed_accuracies(front[i]), seed_accuracies(front[i - 1]), seed_std)
         if p is None:
             marks[i] = "?"
         elif p < RESOLVED:
@@ -86,7 +85,8 @@ def neighbour_marks(front: Sequence) -> list[str]:
     return marks
 
 
-def marks_legend() -> str:
+def marks_legend(seed_std: float) -> str:
     """The line under a front table that explains its noise marks."""
-    return (f"noise: ~N = more MACs than front neighbour trial N for an accuracy gain its seeds do not resolve "
-            f"(bootstrap P(gain > 0) < {RESOLVED:g}); ? = one seed, noise unknown")
+    known = f"pooled seed std {seed_std:.4f}" if seed_std > 0 else "no seed std known yet"
+    return (f"noise: ~N = more MACs than front neighbour trial N for an accuracy gain the seeds do not resolve "
+            f"(P(gain > 0) < {RESOLVED:g}, {known}); ? = one seed, noise unknown")

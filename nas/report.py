@@ -18,7 +18,7 @@ from .errors import NasError
 from .models import build_model
 from .profile import profile
 from .noise import neighbour_marks
-from .search import pareto_front
+from .search import pareto_front, study_seed_std
 from .storage import DEFAULT_STORAGE, mask_url
 
 PICKS = ("knee", "accuracy", "smallest")
@@ -68,11 +68,11 @@ def _has_retry(study: optuna.Study, number: int) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 
-def front_frame(study: optuna.Study) -> pd.DataFrame:
+def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
     """The front on mean accuracies, with each point's seed spread and its
     noise mark against the cheaper neighbour (:func:`nas.noise.neighbour_marks`)."""
     front = pareto_front(study)
-    marks = neighbour_marks(front)
+    marks = neighbour_marks(front, seed_std)
     return pd.DataFrame([{
         "trial": t.number, "val_accuracy": t.values[0], "accuracy_std": t.user_attrs.get("accuracy_std"),
         "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
@@ -133,7 +133,8 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
                        f"completed or pruned); nothing to report")
     # everything that can fail on the study's contents runs before a file is written
     trials = trials_frame(study)
-    front = front_frame(study)
+    seed_std = study_seed_std(study)
+    front = front_frame(study, seed_std)
     ref = reference_point(study)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     front.to_csv(out / "pareto.csv", index=False)
     plot = out / "pareto.png"
     _plot(trials, front, ref, hv, study.study_name, plot)
-    return {"trials": trials, "front": front, "hypervolume": hv, "reference": ref,
+    return {"trials": trials, "front": front, "hypervolume": hv, "reference": ref, "seed_std": seed_std,
             "trials_csv": out / "trials.csv", "pareto_csv": out / "pareto.csv", "plot": plot}
 
 

@@ -303,9 +303,15 @@ class Objective:
             try:
                 again = train_architecture(cfg, self.data, f, seed, self.runtime)
             except DivergedError as exc:
+                # an architecture that diverges with some seeds is unstable:
+                # the mean says so (a diverged model predicts at chance)
                 accuracies.append(1.0 / self.data.num_classes)
-                failures.append(f"seed {seed}: {exc}")
-                trial.set_user_attr("seed_failures", failures)
+                images += exc.images_seen
+                seconds += exc.train_seconds
+                failures.append(f"seed {seed}: DivergedError: {exc} (counted at chance accuracy)")
+            except Exception as exc:  # e.g. out of memory: that seed is lost, the others stand
+                failures.append(f"seed {seed}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+                                f"(left out of the mean)")
             else:
                 accuracies.append(again.val_accuracy)
                 images += again.images_seen
@@ -314,8 +320,11 @@ class Objective:
             trial.set_user_attr("seed_accuracies", accuracies)
             trial.set_user_attr("images_trained", images)
             trial.set_user_attr("train_seconds", round(seconds, 3))
+            if failures:
+                trial.set_user_attr("seed_failures", failures)
         trial.set_user_attr("seeds", f.seeds())
-        trial.set_user_attr("accuracy_std", statistics.stdev(accuracies))
+        if len(accuracies) > 1:
+            trial.set_user_attr("accuracy_std", statistics.stdev(accuracies))
         return statistics.fmean(accuracies)
 
     def _others(self, trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
@@ -418,7 +427,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         reap_dead_trials(study, out)  # another worker may have died meanwhile
         if trial.state == TrialState.COMPLETE:
             # the dashboard shows study user attrs: the front as it stands, with its noise
-            study.set_user_attr("front", front_summary(pareto_front(study)))
+            study.set_user_attr("front", front_summary(pareto_front(study), study_seed_std(study)))
 
     with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
@@ -490,11 +499,18 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
 
 
-def format_front(front: list[optuna.trial.FrozenTrial]) -> str:
+def study_seed_std(study: optuna.Study) -> float:
+    """The pooled seed std of the study's repeated trials
+    (:func:`nas.noise.pooled_seed_std`): the noise the front is judged with."""
+    return pooled_seed_std([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                            if "duplicate_of" not in t.user_attrs])
+
+
+def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0) -> str:
     """The front as a table: mean validation accuracy over the seeds a
     point was trained with, its std, and the noise mark of
     :func:`nas.noise.neighbour_marks` (explained under the table)."""
-    marks = neighbour_marks(front)
+    marks = neighbour_marks(front, seed_std)
     lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  {'params':>9}  "
              f"attention"]
     for t, mark in zip(front, marks):
@@ -503,16 +519,16 @@ def format_front(front: list[optuna.trial.FrozenTrial]) -> str:
         lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
                      f"{mark:>5}  {t.values[1] / 1e6:7.2f}M  {t.user_attrs['params']:>9,}  {_attention_summary(t)}")
     if any(marks):
-        lines.append(marks_legend())
+        lines.append(marks_legend(seed_std))
     return "\n".join(lines)
 
 
-def front_summary(front: list[optuna.trial.FrozenTrial]) -> list[dict]:
+def front_summary(front: list[optuna.trial.FrozenTrial], seed_std: float) -> list[dict]:
     """The front as plain data (a study user attr): per point its mean
     accuracy, seed std, seeds and noise mark."""
     return [{"trial": t.number, "accuracy": round(t.values[0], 6), "accuracy_std": t.user_attrs.get("accuracy_std"),
              "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark, "macs": int(t.values[1])}
-            for t, mark in zip(front, neighbour_marks(front))]
+            for t, mark in zip(front, neighbour_marks(front, seed_std))]
 
 
 def _attention_summary(trial: optuna.trial.FrozenTrial) -> str:

@@ -41,7 +41,12 @@ RungCallback = Callable[[int, float, float], bool]
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite. ``images_seen`` and
+    ``train_seconds`` say what the run had cost by then (compute counts)."""
+
+    def __init__(self, message: str, images_seen: int = 0, train_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.images_seen, self.train_seconds = images_seen, train_seconds
 
 
 @dataclass
@@ -336,8 +341,8 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
             if not math.isfinite(loss_value):
                 raise DivergedError(
                     f"loss became {loss_value} at step {step + 1} of {total_steps} "
-                    f"(epoch {(step + 1) / steps_per_epoch:.2f}, lr {lr:.4g})"
-                )
+                    f"(epoch {(step + 1) / steps_per_epoch:.2f}, lr {lr:.4g})",
+                    images_seen=(step + 1) * batch_size, train_seconds=train_seconds + time.perf_counter() - started)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

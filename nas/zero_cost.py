@@ -14,8 +14,9 @@ blog track) found hard to beat: parameter count and MACs.
 * grad_norm (Abdelfattah et al. 2021, section 3): the sum over conv and
   linear weights of the L2 norm of the cross-entropy gradient on one batch.
 * naswot (Mellor et al. 2021, arXiv 2006.04647 v3, Eq. 2): each image's
-  binary code of which ReLU units are active; K_H[i, j] = N_A - Hamming
-  distance of the codes of images i and j; the score is log |det K_H|.
+  binary code of which ReLU units are active (every ReLU the forward pass
+  applies, module or functional); K_H[i, j] = N_A - Hamming distance of the
+  codes of images i and j; the score is log |det K_H|.
 
 Every score here is "higher predicts more accurate"; MACs and params too.
 """
@@ -27,6 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .train import normalise
 
@@ -61,23 +63,38 @@ def grad_norm(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     return float(sum(w.grad.norm() for w in _weights(net) if w.grad is not None))
 
 
+#: every way the models apply a ReLU: nn.ReLU calls F.relu; attention
+#: modules also call F.relu / torch.relu directly
+_RELUS = {F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}
+
+
+class _ReluCodes(TorchFunctionMode):
+    """Sees the output of every ReLU applied while it is active, however it
+    is called (a module hook would miss the functional ones)."""
+
+    def __init__(self, record: Callable[[Tensor], None]) -> None:
+        super().__init__()
+        self.record = record
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _RELUS:
+            self.record(out)
+        return out
+
+
 def naswot(model: nn.Module, images: Tensor) -> float:
     net = copy.deepcopy(model).train()
     n = images.shape[0]
     kernel = torch.zeros(n, n, dtype=torch.float64, device=images.device)
 
-    def record(module, inputs, output):
+    def record(output: Tensor) -> None:
         codes = (output.detach().reshape(n, -1) > 0).double()
         # matching units: both active plus both inactive = N_A - Hamming distance
         kernel.add_(codes @ codes.T + (1 - codes) @ (1 - codes).T)
 
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net(images)
-    finally:
-        for h in hooks:
-            h.remove()
+    with torch.no_grad(), _ReluCodes(record):
+        net(images)
     sign, logdet = torch.linalg.slogdet(kernel)
     return float(logdet) if sign > 0 else float("-inf")
 

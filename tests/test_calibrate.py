@@ -45,6 +45,9 @@ def test_tau_interval_brackets_the_estimate():
     tau, _ = rank_agreement(predicted, reference)
     lo, hi = tau_interval(predicted, reference)
     assert -1 <= lo <= tau <= hi <= 1 and hi - lo > 0.05
+    # architectures are resampled in pairs: a perfect ranking stays perfect in every resample
+    assert tau_interval(reference, reference) == (1.0, 1.0)
+    assert tau_interval(reference[::-1], reference) == (-1.0, -1.0)
 
 
 def _row(name, images, taus, kind="budget"):
@@ -63,6 +66,55 @@ def test_recommendation_is_the_cheapest_fidelity_that_reaches_the_target():
     assert recommend([_row("10k x 1 ep (rung of 3)", 10_000, [0.9], kind="rung"), dear], 0.8) == (dear, 1)
 
 
+def test_zero_cost_scores_of_hand_computed_networks():
+    import torch
+    from torch import nn
+
+    from nas.zero_cost import grad_norm, naswot, synflow
+
+    # synflow of a bias-free linear chain: every layer's sum |theta * dR/dtheta| equals
+    # R = 1^T |W2| |W1| 1; |W1| row sums 3.5 and 4, |W2| entries 2 and 1: R = 3.5*2 + 4*1 = 11
+    chain = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        chain[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]))
+        chain[1].weight.copy_(torch.tensor([[2.0, -1.0]]))
+    assert synflow(chain, (3,)) == pytest.approx(22.0)
+    assert chain[0].weight[0, 1] == -2.0  # the model itself is left as it was
+
+    # grad_norm: zero weights, one image x = (1, 0) of class 0: softmax (0.5, 0.5), dL/dlogits
+    # (-0.5, 0.5), dL/dW = [[-0.5, 0], [0.5, 0]], norm sqrt(0.5)
+    linear = nn.Sequential(nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        linear[0].weight.zero_()
+    assert grad_norm(linear, torch.tensor([[1.0, 0.0]]), torch.tensor([0])) == pytest.approx(math.sqrt(0.5))
+
+    # naswot: units (x1, x2, x1 + x2) after a ReLU; images (1, -1), (-1, 1), (1, 1) have codes
+    # 100, 010, 111; N_A = 3, every Hamming distance 2: K = [[3,1,1],[1,3,1],[1,1,3]], det 20.
+    # One ReLU as a module and one called as a function: both count
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 3, bias=False)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.relu(self.linear(x))
+
+    net = Net()
+    with torch.no_grad():
+        net.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    images = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
+    assert naswot(net, images) == pytest.approx(math.log(20))
+
+    class Twice(Net):  # the same codes again through torch.nn.functional: K doubles, det x 8
+        def forward(self, x):
+            return torch.nn.functional.relu(super().forward(x))
+
+    twice = Twice()
+    twice.load_state_dict(net.state_dict())
+    assert naswot(twice, images) == pytest.approx(math.log(160))
+
+
 def test_write_fidelity_keeps_the_rest_of_the_space_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("# my space\nbackbone: resnet20\ntypes: [none, se]   # two choices\n"
@@ -79,6 +131,22 @@ def test_write_fidelity_keeps_the_rest_of_the_space_file(tmp_path):
     assert (again.subset, again.rungs, again.repeats, again.eta) == (20000, [2.0, 6.0], 2, 3)
     write_fidelity(load_space(path), row, 1, "calibrated again")  # replaces its own note, not adds one
     assert path.read_text().count("# calibrated") == 1 and "repeats: 1" in path.read_text()
+
+
+def test_write_fidelity_replaces_a_block_fidelity_and_adds_a_missing_one(tmp_path):
+    budget = Fidelity(subset=20000, rungs=[2.0, 6.0])
+    row = Row("20k x 6 ep", "budget", 120_000, 0.01, [0.75], (0.5, 0.9), 0.8, True, budget)
+    path = tmp_path / "block.yaml"
+    path.write_text("backbone: resnet20\nfidelity:\n  subset: 10000\n  # the rungs\n  rungs:\n    - 1\n    - 3\n"
+                    "  eta: 2\n\n# the types\ntypes: [none, se]\n")
+    write_fidelity(load_space(path), row, 1, "calibrated")
+    assert path.read_text() == ("backbone: resnet20\n# calibrated\nfidelity: {subset: 20000, rungs: [2, 6], eta: 2, "
+                                "val_size: null, repeats: 1}\n\n# the types\ntypes: [none, se]\n")
+    assert load_space(path).fidelity.eta == 2
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("backbone: resnet20\ntypes: [none, se]")
+    write_fidelity(load_space(bare), row, 2, "calibrated")
+    assert load_space(bare).fidelity.rungs == [2.0, 6.0] and load_space(bare).fidelity.repeats == 2
 
 
 def test_the_sample_holds_the_baseline_and_spreads_over_macs():
@@ -156,7 +224,8 @@ def test_calibrate_end_to_end_resumes_without_retraining(tmp_path, cifar10_root,
 
 @pytest.mark.parametrize("extra, message", [
     (["--sample", "1"], "--sample: must be >= 2"),
-    (["--seeds", "0"], "--seeds: must be >= 1"),
+    (["--seeds", "0"], "--seeds: must be 1 to 8"),
+    (["--seeds", "9"], "--seeds: must be 1 to 8"),
     (["--target", "1.5"], "--target:"),
     (["--reference-epochs", "0.1"], "--reference-epochs:"),
     (["--configs", "nowhere.yaml"], "--configs: file not found: nowhere.yaml"),

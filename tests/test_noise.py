@@ -42,14 +42,18 @@ def test_near_front_with_and_without_a_noise_margin():
     assert not near_front((0.60, 12.0), front, 0.0)  # same accuracy, more MACs
 
 
-def test_dominance_probability_resolves_clear_gaps_only():
-    clear = dominance_probability([0.80, 0.81, 0.82], [0.60, 0.61, 0.62])
-    assert clear == 1.0
-    overlapping = dominance_probability([0.60, 0.66, 0.52], [0.58, 0.61, 0.55])
-    assert 0.2 < overlapping < 0.9
-    assert dominance_probability([0.7], [0.6, 0.65]) is None
-    marks = neighbour_marks([_Trial(3, [0.60, 0.61, 0.62]), _Trial(5, [0.80, 0.81, 0.82]),
-                             _Trial(7, [0.79, 0.86, 0.78]), _Trial(8, [0.9])])
+def test_dominance_probability_is_the_normal_probability_of_the_mean_gain():
+    # gain 0.01 with a pooled std of 0.01 and 3 seeds each: z = 0.01 / (0.01 * sqrt(2/3)) = 1.2247,
+    # Phi(1.2247) = 0.8897 (from a normal table)
+    p = dominance_probability([0.62, 0.60, 0.61], [0.60, 0.59, 0.61], 0.01)
+    assert p == pytest.approx(0.8897, abs=1e-4)
+    assert dominance_probability([0.80, 0.81, 0.82], [0.60, 0.61, 0.62], 0.01) == pytest.approx(1.0)
+    assert dominance_probability([0.60, 0.61], [0.62, 0.63], 0.01) < 0.1  # the "higher" one is worse
+    assert dominance_probability([0.7], [0.6, 0.65], 0.01) is None  # one seed
+    assert dominance_probability([0.7, 0.71], [0.6, 0.65], 0.0) is None  # no std known
+    marks = neighbour_marks([_Trial(3, [0.60, 0.59, 0.61]), _Trial(5, [0.80, 0.81, 0.82]),
+                             _Trial(7, [0.82, 0.80, 0.81, 0.83]), _Trial(8, [0.9])], 0.01)
+    # 5 over 3: certain; 7 over 5: gain 0.005, z = 0.005 / (0.01 * sqrt(1/4 + 1/3)) = 0.65: not resolved
     assert marks == ["", "", "~5", "?"]
 
 
@@ -161,3 +165,34 @@ def test_repeats_one_trains_one_seed(monkeypatch):
     study.enqueue_trial({"s3.type": "none"})
     study.optimize(objective, n_trials=1)
     assert calls == [("none", 0)] and study.trials[0].user_attrs["seed_accuracies"] == [0.5]
+
+
+def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch):
+    from nas.train import DivergedError
+
+    calls: list = []
+    clock = _Clock()
+    fake = _stand_in_trainer(calls, clock)
+    failures = {("none", 1): MemoryError("cannot allocate 9 GiB"),
+                ("none", 2): DivergedError("loss became nan at step 2", images_seen=40, train_seconds=4.0)}
+
+    def trainer(cfg, data, fidelity, seed, runtime, callback=None, model=None):
+        if (_kind(cfg), seed) in failures:
+            raise failures[(_kind(cfg), seed)]
+        return fake(cfg, data, fidelity, seed, runtime, callback, model)
+
+    monkeypatch.setattr(search, "train_architecture", trainer)
+    objective = search.Objective(parse_space(SPACE, name="t"), _tiny_data(), resolve_runtime("cpu", "fp32"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"s3.type": "none"})
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.COMPLETE  # the first seed's result stands
+    # the memory error's seed is left out; the diverged one counts at chance (10 classes)
+    assert t.user_attrs["seed_accuracies"] == pytest.approx([0.50, 0.10])
+    assert t.values[0] == pytest.approx(0.30)
+    assert t.user_attrs["images_trained"] == 100 + 40 and t.user_attrs["train_seconds"] == 14.0
+    failed = t.user_attrs["seed_failures"]
+    assert failed[0].startswith("seed 1: MemoryError") and failed[1].startswith("seed 2: DivergedError")
+    # instability is not seed noise: such a trial does not widen the noise margin
+    assert pooled_seed_std([t, _Trial(1, [0.5, 0.6]), _Trial(2, [0.7, 0.9])]) == pytest.approx(math.sqrt(0.0125))
