@@ -151,7 +151,7 @@ def test_write_fidelity_replaces_a_block_fidelity_and_adds_a_missing_one(tmp_pat
 
 def test_the_sample_holds_the_baseline_and_spreads_over_macs():
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none, se, cbam]\n"
-                        "params: {se: {r: [4, 8]}, cbam: {r: [4, 8]}}\n", name="t")
+                        "params: {se: {r: [2, 4]}, cbam: {r: [2, 4]}}\n", name="t")
     sample = draw_sample(space, 4, 10, 32, draws=40)
     assert len(sample) == 4 and len({c.structure_hash() for c in sample}) == 4
     assert sample[0].structure_hash() == space.base_config(10).structure_hash()
