@@ -36,6 +36,19 @@ def _same_torch_state_for_every_test():
     torch.set_flush_denormal(True)
 
 
+@pytest.fixture
+def tiny_data():
+    """64 random 32x32 images of 10 classes as a search's training data (48
+    to train, 16 to validate): enough for trials whose trainer is real but
+    tiny, or stood in."""
+    from nas.evaluate import TrainingData
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(64) % 10
+    return TrainingData(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3, 10, 32, "f" * 64)
+
+
 # --- offline CIFAR-10 (owned by tests/test_data.py) ---------------------------
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ import time
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import nas.search as search
@@ -97,24 +96,16 @@ def _stand_in_trainer(calls: list, clock: _Clock):
     return train_architecture
 
 
-def _tiny_data() -> search.TrainingData:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.arange(64) % 10
-    return search.TrainingData(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3,
-                               10, 32, "f" * 64)
-
-
 SPACE = ("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, se, eca, cbam]\n"
          "params: {se: {r: 4}, cbam: {r: 4}}\nsampler: random\n"
          "fidelity: {rungs: [0.5, 1], eta: 2, batch_size: 16, repeats: 3}\n")
 
 
-def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatch, tmp_path):
+def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatch, tmp_path, tiny_data):
     calls: list = []
     clock = _Clock()
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, clock))
-    monkeypatch.setattr(search, "load_search_data", lambda space, data: _tiny_data())
+    monkeypatch.setattr(search, "load_search_data", lambda space, data: tiny_data)
     monkeypatch.setattr(time, "perf_counter", clock)
     space = parse_space(SPACE, name="t")
     lines: list[str] = []
@@ -156,18 +147,18 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
     assert [(p["trial"], p["seeds"], p["noise"]) for p in study.user_attrs["front"]] == [(0, 3, ""), (1, 3, "")]
 
 
-def test_repeats_one_trains_one_seed(monkeypatch):
+def test_repeats_one_trains_one_seed(monkeypatch, tiny_data):
     calls: list = []
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, _Clock()))
     space = parse_space(SPACE.replace("repeats: 3", "repeats: 1"), name="t")
-    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+    objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"))
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.enqueue_trial({"s3.type": "none"})
     study.optimize(objective, n_trials=1)
     assert calls == [("none", 0)] and study.trials[0].user_attrs["seed_accuracies"] == [0.5]
 
 
-def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch):
+def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch, tiny_data):
     from nas.train import DivergedError
 
     calls: list = []
@@ -182,7 +173,7 @@ def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch):
         return fake(cfg, data, fidelity, seed, runtime, callback, model)
 
     monkeypatch.setattr(search, "train_architecture", trainer)
-    objective = search.Objective(parse_space(SPACE, name="t"), _tiny_data(), resolve_runtime("cpu", "fp32"))
+    objective = search.Objective(parse_space(SPACE, name="t"), tiny_data, resolve_runtime("cpu", "fp32"))
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.enqueue_trial({"s3.type": "none"})
     study.optimize(objective, n_trials=1)

@@ -17,15 +17,7 @@ from nas.train import DivergedError
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def _tiny_data() -> search._Data:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.arange(64) % 10
-    return search._Data(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3,
-                        10, 32, "f" * 64)
-
-
-def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch):
+def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch, tiny_data):
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none, se]\nparams: {se: {r: 2}}\n"
                         "sampler: random\nfidelity: {rungs: [1], batch_size: 16}\n", name="t")
     errors = [DivergedError("loss became nan at step 3 of 3"), MemoryError("cannot allocate 9 GiB"),
@@ -40,7 +32,7 @@ def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch):
 
     monkeypatch.setattr(nas.evaluate, "train", flaky_train)  # what every trial trains through
     # every trial a new architecture: same-architecture reuse would skip training
-    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+    objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"))
     study = optuna.create_study(directions=["maximize", "minimize"])
     for i in range(6):
         study.enqueue_trial({"s1.type": ["none", "se"][i % 2], "s2.type": ["none", "se"][i // 2 % 2],
@@ -59,9 +51,9 @@ def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch):
     assert 0.0 <= trials[5].values[0] <= 1.0
 
 
-def test_ctrl_c_is_not_swallowed():
+def test_ctrl_c_is_not_swallowed(tiny_data):
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none]\n", name="t")
-    objective = search.Objective(space, _tiny_data(), resolve_runtime("cpu", "fp32"))
+    objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"))
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
