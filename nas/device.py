@@ -160,3 +160,117 @@ def configure_threads(workers: int = 1) -> int:
         torch.set_num_interop_threads(1)
     torch.set_flush_denormal(True)
     return threads
+
+
+# --- Kernel choice: which formulation of an op is fastest on this machine ---
+#
+# Some attention ops can be computed several ways that give the same result
+# (to rounding) at very different speeds, and which way wins depends on the
+# CPU, the shape and the dtype: a dilated 3x3 depthwise conv runs ~4x faster
+# here as a 5x5 conv with zeros between the taps, while for a dense conv the
+# zeros make it slower. So the choice is made the way cuDNN's benchmark mode
+# makes it: the first call with a new shape times each formulation (forward
+# and, when autograd records, backward) on that call's own tensors, and the
+# fastest one serves every later call with that shape in this process. Under
+# autocast each formulation is also timed in fp32 (inputs cast up, autocast
+# off), so an op that is slower in bf16 than in fp32 keeps fp32. Timing reads
+# no random numbers, so a run is reproducible whatever was tuned before it.
+#
+# ``NAS_KERNELS=reference`` (or :func:`reference_kernels`) runs every op in
+# its plain formulation, the one the module's docstring writes out; the
+# profiler uses it so that MACs count the paper's arithmetic, not the
+# kernel's. On CUDA the plain formulation always runs (cuDNN tunes itself).
+
+_KERNEL_MODES = ("tuned", "reference")
+_kernel_choices: dict[tuple, tuple[str, bool]] = {}
+_reference_depth = 0
+# an alternative must beat the plain formulation by this much to be chosen,
+# so that timing noise does not flip the choice between equal kernels
+_MIN_GAIN = 0.9
+
+
+def kernel_mode() -> str:
+    """``tuned`` (default) or ``reference``, from ``NAS_KERNELS``."""
+    mode = os.environ.get("NAS_KERNELS", "tuned")
+    if mode not in _KERNEL_MODES:
+        raise NasError(f"NAS_KERNELS: {mode!r} is not one of {', '.join(_KERNEL_MODES)}")
+    return "reference" if _reference_depth else mode
+
+
+@contextlib.contextmanager
+def reference_kernels():
+    """Run every tunable op in its plain formulation inside this block."""
+    global _reference_depth
+    _reference_depth += 1
+    try:
+        yield
+    finally:
+        _reference_depth -= 1
+
+
+def pin_kernel(key: tuple, formulation: str, fp32: bool) -> None:
+    """Fix the choice for ``key`` (as :func:`run_fastest` builds it) instead
+    of timing it: for tests, and for a user who measured it elsewhere."""
+    _kernel_choices[key] = (formulation, fp32)
+
+
+def kernel_choices() -> dict[tuple, tuple[str, bool]]:
+    """The choices made so far in this process: key -> (formulation, fp32)."""
+    return dict(_kernel_choices)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _call(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str) -> torch.Tensor:
+    if not fp32:
+        return fn(*tensors)
+    with torch.autocast(device_type, enabled=False):
+        return fn(*(t.float() if t.is_floating_point() else t for t in tensors))
+
+
+def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str,
+                      backward: bool, repeats: int = 3) -> float:
+    import time
+
+    best = float("inf")
+    for i in range(repeats + 1):
+        inputs = tuple(t.detach().requires_grad_(backward and t.is_floating_point()) for t in tensors)
+        start = time.perf_counter()
+        with torch.enable_grad() if backward else torch.no_grad():
+            out = _call(fn, inputs, fp32, device_type)
+            if backward:
+                out.backward(torch.ones_like(out))
+        if i:  # the first run pays for allocation and oneDNN's kernel setup
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = ()):
+    """``formulations[name](*tensors)`` for the fastest name on this machine
+    for this shape (see above); the first entry is the plain formulation.
+    ``settings`` (hashable) holds whatever else, besides the tensors' shapes,
+    layouts and dtypes, changes the work (stride, groups ...)."""
+    names = list(formulations)
+    x = tensors[0]
+    device_type = x.device.type
+    amp = _autocast_dtype(device_type)
+    if kernel_mode() == "reference" or device_type != "cpu" or (len(names) == 1 and amp is None):
+        return formulations[names[0]](*tensors)
+    backward = torch.is_grad_enabled()
+    key = (op, settings, amp, backward,
+           tuple((tuple(t.shape), t.dtype, t.is_contiguous(memory_format=torch.channels_last)
+                  and not t.is_contiguous()) if t.dim() == 4 else (tuple(t.shape), t.dtype) for t in tensors))
+    choice = _kernel_choices.get(key)
+    if choice is None:
+        timed = {(name, fp32): _time_formulation(formulations[name], tensors, fp32, device_type, backward)
+                 for name in names for fp32 in ((False, True) if amp is not None else (False,))}
+        plain = (names[0], False)
+        fastest = min(timed, key=timed.get)
+        choice = fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
+        _kernel_choices[key] = choice
+    name, fp32 = choice
+    return _call(formulations[name], tensors, fp32, device_type)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import reference_kernels
 from .models import count_parameters
 
 _aten = torch.ops.aten
@@ -100,7 +101,9 @@ def profile(model: nn.Module, input_size: int | tuple[int, ...] = 32, *, latency
     try:
         param = next(model.parameters(), None)
         x = torch.zeros(1, *shape, device=param.device if param is not None else "cpu")
-        with torch.no_grad(), FlopCounterMode(display=False) as flops, counter:
+        # the plain formulations: MACs count the paper's arithmetic, not that of
+        # a faster equivalent kernel (nas.device.run_fastest)
+        with torch.no_grad(), reference_kernels(), FlopCounterMode(display=False) as flops, counter:
             model(x)
         result: dict[str, Any] = {
             "macs": flops.get_total_flops() // 2,

