@@ -249,6 +249,16 @@ def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_
     return best
 
 
+def kernel_key(op: str, tensors: tuple[torch.Tensor, ...], settings: tuple = ()) -> tuple:
+    """What the choice for a call depends on: the op, its settings, the
+    autocast dtype, whether autograd records, and each tensor's shape,
+    dtype and layout."""
+    device_type = tensors[0].device.type
+    layouts = tuple((tuple(t.shape), t.dtype, t.dim() == 4 and not t.is_contiguous()
+                     and t.is_contiguous(memory_format=torch.channels_last)) for t in tensors)
+    return (op, settings, _autocast_dtype(device_type), torch.is_grad_enabled(), layouts)
+
+
 def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = ()):
     """``formulations[name](*tensors)`` for the fastest name on this machine
     for this shape (see above); the first entry is the plain formulation.
@@ -261,9 +271,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
     if kernel_mode() == "reference" or device_type != "cpu" or (len(names) == 1 and amp is None):
         return formulations[names[0]](*tensors)
     backward = torch.is_grad_enabled()
-    key = (op, settings, amp, backward,
-           tuple((tuple(t.shape), t.dtype, t.is_contiguous(memory_format=torch.channels_last)
-                  and not t.is_contiguous()) if t.dim() == 4 else (tuple(t.shape), t.dtype) for t in tensors))
+    key = kernel_key(op, tensors, settings)
     choice = _kernel_choices.get(key)
     if choice is None:
         timed = {(name, fp32): _time_formulation(formulations[name], tensors, fp32, device_type, backward)

@@ -86,6 +86,16 @@ def _depthwise_then_sum(x: Tensor, weight: Tensor, stride: int, padding: int, gr
 def conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv(x)`` (no bias, square kernel, int stride/padding/dilation),
     in the fastest formulation for this shape."""
+    return run_fastest("conv2d", formulations(conv), (x, conv.weight), conv_settings(conv))
+
+
+def conv_settings(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    return conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups
+
+
+def formulations(conv: nn.Conv2d) -> dict:
+    """name -> f(x, weight) for every formulation that applies to ``conv``;
+    the first is the plain one."""
     stride, padding, dilation, groups = conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups
 
     def plain(x: Tensor, w: Tensor) -> Tensor:
@@ -112,4 +122,4 @@ def conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
             formulations["dense_zero_inserted"] = dense_spread
         if conv.weight.shape[1] > 1:  # inputs per group; with one it is a depthwise conv already
             formulations["depthwise_sum"] = depthwise_sum
-    return run_fastest("conv2d", formulations, (x, conv.weight), (stride, padding, dilation, groups))
+    return formulations

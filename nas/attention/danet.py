@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
-from ._conv import in_layout_of
+from ._conv import contiguous_keeping_grad_layout, in_layout_of
 
 
 class DualAttention(nn.Module):
@@ -40,7 +40,7 @@ class DualAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        flat = x.reshape(n, c, h * w)
+        flat = contiguous_keeping_grad_layout(x).view(n, c, h * w)
         # position attention: (N x C/r) @ (C/r x N)
         energy = torch.bmm(self.query(x).flatten(2).transpose(1, 2), self.key(x).flatten(2))
         pos = torch.bmm(self.value(x).flatten(2), energy.softmax(-1).transpose(1, 2))

@@ -1,0 +1,196 @@
+"""The faster formulations of SK, PSA, SA and DANet compute what the plain
+ones did (issue "Attention at the speed of its MACs").
+
+Each ``_reference_*`` below is the module's forward as it was before the
+speed work (stacked branch tensors, flips, plain convs, layout-blind
+reshapes), kept here as the definition the fast code must match: outputs and
+input gradients, in fp32 and under bf16 autocast, channels_last and
+contiguous, at stride 1 and 2, whatever formulation the tuner picks.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas import device
+from nas.attention import create_attention
+from nas.attention._conv import conv_settings, formulations
+from nas.attention._pool import global_avg_pool
+from nas.errors import NasError
+
+
+def _reference_sk(m, x):
+    feats = torch.stack([branch(x) for branch in m.branches], dim=1)
+    z = F.relu(m.fc_bn(m.fc(global_avg_pool(feats.sum(1)))))
+    n, k, c = feats.shape[:3]
+    weights = m.select(z).view(n, k, c, 1, 1).softmax(dim=1)
+    return (feats * weights).sum(1)
+
+
+def _reference_psa(m, x):
+    feats = torch.stack([conv(x) for conv in m.convs], dim=1)
+    n, s, c = feats.shape[:3]
+    pooled = global_avg_pool(feats).reshape(n * s, c, 1, 1)
+    weights = m.se_fc2(F.relu(m.se_fc1(pooled))).sigmoid().view(n, s, c, 1, 1).softmax(dim=1)
+    out = (feats * weights).flip(1).flatten(1, 2)
+    return F.relu(m.bn(out), inplace=True)
+
+
+def _reference_sa(m, x):
+    n, c, h, w = x.shape
+    x = x.reshape(n * m.groups, c // m.groups, h, w)
+    xc, xs = x.chunk(2, dim=1)
+    xc = xc * (m.channel_weight * global_avg_pool(xc) + m.channel_bias).sigmoid()
+    xs = xs * (m.spatial_weight * m.norm(xs) + m.spatial_bias).sigmoid()
+    out = torch.cat([xc, xs], dim=1).reshape(n, c, h, w)
+    return out.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _reference_danet(m, x):
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    energy = torch.bmm(m.query(x).flatten(2).transpose(1, 2), m.key(x).flatten(2))
+    pos = torch.bmm(m.value(x).flatten(2), energy.softmax(-1).transpose(1, 2))
+    energy_c = torch.bmm(flat, flat.transpose(1, 2))
+    energy_c = energy_c.amax(-1, keepdim=True) - energy_c
+    chan = torch.bmm(energy_c.softmax(-1), flat)
+    return (m.gamma * pos + m.beta * chan).view(n, c, h, w) + x
+
+
+REFERENCES = {"sk": _reference_sk, "psa": _reference_psa, "sa": _reference_sa, "danet": _reference_danet}
+
+# (name, channels, out_channels, stride, hyper-parameters): the shapes the
+# spaces produce, with grouped, depthwise and dilated branch convs
+CASES = [
+    ("sk", 16, 16, 1, dict(G=16, M=2)),
+    ("sk", 16, 32, 2, dict(G=8, M=3, kernels=[3, 5, 7])),
+    ("sk", 32, 32, 1, dict(G=4, M=2, r=4, L=16)),
+    ("sk", 16, 16, 2, dict(G=1, M=2)),
+    ("psa", 16, 16, 1, dict(groups=[1, 4, 4, 4], r=4)),
+    ("psa", 16, 32, 2, dict(groups=[1, 4, 8, 8], r=4)),
+    ("sa", 32, None, 1, dict(groups=4)),
+    ("danet", 16, None, 1, {}),
+]
+
+
+def _build(name, channels, out, stride, params):
+    kw = dict(params)
+    if out is not None:
+        kw.update(out_channels=out, stride=stride)
+    torch.manual_seed(0)
+    m = create_attention(name, channels, **kw).train()
+    with torch.no_grad():  # non-trivial gates: DANet's gamma/beta and SA's weights start at 0
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+def _run(fn, m, x, grad):
+    x = x.detach().requires_grad_()
+    out = fn(m, x)
+    (gx,) = torch.autograd.grad(out, x, grad.to(out.dtype))
+    return out.float(), gx.float()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_choices(monkeypatch):
+    monkeypatch.setattr(device, "_kernel_choices", {})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-s{c[3]}" for c in CASES])
+def test_module_matches_its_reference(case, layout, precision):
+    name, channels, out, stride, params = case
+    m = _build(name, channels, out, stride, params)
+    torch.manual_seed(1)
+    x = torch.randn(4, channels, 16, 16)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    # train-mode BN on a 4-image batch amplifies bf16 rounding chaotically
+    # (gradient errors of 5-15 % either way), so bf16 compares in eval mode
+    m = m.to(memory_format=fmt).train(precision == "fp32")
+    grad = torch.randn(REFERENCES[name](m, x).shape).contiguous(memory_format=fmt)  # as the next layer hands it
+    exact, exact_grad = _run(REFERENCES[name], m, x, grad)  # fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        ref, ref_grad = _run(REFERENCES[name], m, x, grad)
+        fast, fast_grad = _run(lambda mod, t: mod(t), m, x, grad)
+    # fp32: equal to rounding. bf16: no further from the fp32 result than
+    # the reference's own bf16 rounding takes it (the tuner may run a conv in
+    # fp32, closer to exact than the reference); errors as norms (a max over
+    # elements is too noisy in bf16)
+    for new, old, truth in ((fast, ref, exact), (fast_grad, ref_grad, exact_grad)):
+        norm = truth.norm().item()
+        if precision == "fp32":
+            assert (new - old).abs().max().item() <= 1e-4 * truth.abs().max().item()
+        else:
+            assert (new - truth).norm().item() <= 1.5 * (old - truth).norm().item() + 1e-3 * norm
+    if layout == "channels_last":  # the layout goes on to the next layer, forward and backward
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+        assert fast_grad.is_contiguous(memory_format=torch.channels_last)
+
+
+CONVS = [  # (in, out, kernel, stride, dilation, groups)
+    (16, 16, 3, 1, 2, 16),
+    (16, 32, 3, 2, 3, 8),
+    (16, 4, 9, 1, 1, 4),
+    (32, 8, 7, 2, 1, 4),
+    (16, 16, 3, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("spec", CONVS, ids=[f"{c[0]}-{c[1]}-k{c[2]}-s{c[3]}-d{c[4]}-g{c[5]}" for c in CONVS])
+def test_every_conv_formulation_is_the_plain_conv(spec):
+    cin, cout, k, stride, dilation, groups = spec
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation, groups, bias=False)
+    x = torch.randn(2, cin, 12, 12).to(memory_format=torch.channels_last)
+    forms = formulations(conv)
+    assert len(forms) >= 2 and next(iter(forms)) == "plain"
+    results = {}
+    for name, fn in forms.items():
+        xi, wi = x.detach().requires_grad_(), conv.weight.detach().requires_grad_()
+        out = fn(xi, wi)
+        results[name] = (out, *torch.autograd.grad(out, (xi, wi), torch.ones_like(out)))
+    for name, (out, gx, gw) in results.items():
+        for got, want in zip((out, gx, gw), results["plain"]):
+            assert got.shape == want.shape, name
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item()), name
+
+
+def _pinned_conv_output(mode_fp32: bool, formulation: str = "dense"):
+    conv = torch.nn.Conv2d(16, 16, 3, 1, 2, 2, 16, bias=False)
+    x = torch.randn(2, 16, 8, 8)
+    from nas.attention._conv import conv2d
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        device.pin_kernel(device.kernel_key("conv2d", (x, conv.weight), conv_settings(conv)), formulation, mode_fp32)
+        return conv2d(x, conv)
+
+
+def test_an_op_chosen_in_fp32_runs_in_fp32_under_autocast():
+    assert _pinned_conv_output(True).dtype == torch.float32
+    assert _pinned_conv_output(False).dtype == torch.bfloat16
+
+
+def test_reference_mode_runs_the_plain_formulation(monkeypatch):
+    monkeypatch.setenv("NAS_KERNELS", "reference")
+    assert _pinned_conv_output(True).dtype == torch.bfloat16  # the pin is ignored: plain conv under autocast
+    monkeypatch.setenv("NAS_KERNELS", "fastest")
+    with pytest.raises(NasError, match="NAS_KERNELS: 'fastest'.*tuned, reference"):
+        _pinned_conv_output(True)
+
+
+def test_tuning_times_once_per_shape_and_reads_no_random_numbers():
+    m = create_attention("sk", 16, out_channels=16, stride=1, G=16, M=2)
+    x = torch.randn(2, 16, 8, 8).to(memory_format=torch.channels_last)
+    state = torch.random.get_rng_state()
+    m(x).sum().backward()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    choices = device.kernel_choices()
+    assert len(choices) == 2  # the two branches: dilation 1 and 2
+    for (formulation, fp32), key in zip(choices.values(), choices):
+        assert formulation in formulations(m.branches[0][0]) | formulations(m.branches[1][0]) and not fp32, key
+    m(x).sum().backward()
+    assert device.kernel_choices() == choices
