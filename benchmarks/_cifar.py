@@ -43,6 +43,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_bf16_flags() -> str:
+    """The CPU's bf16 units as /proc/cpuinfo names them, or "no bf16 units"
+    (then the trainer runs fp32)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    found = sorted(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
+                    return ", ".join(found) if found else "no bf16 units"
+    except OSError:
+        pass
+    return "bf16 units unknown"
+
+
 class ArmLog:
     """Epoch logs of a long side-by-side benchmark, one list per arm, kept in
     a JSON file that is rewritten after every epoch. With the training state

@@ -7,24 +7,29 @@ training batch, relative to resnet20 without attention. All models are timed
 in one run, interleaved round by round so that drift in the machine's speed
 hits every module alike.
 
-    python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--bf16]
+Precision: ``auto`` (the trainer's choice: bf16 autocast where the CPU has
+bf16 units, fp32 otherwise), ``fp32`` or ``bf16``. The header names the CPU
+model and its bf16 flags: figures compare only within one run on one CPU.
+
+    python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
+import _cifar
 import torch
 
 import nas
 from nas.attention import attention_names
+from nas.device import configure_threads, kernel_mode, resolve_runtime
 
 
-def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
+def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runtime) -> float:
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with runtime.autocast():
         loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     model.zero_grad(set_to_none=True)
@@ -36,10 +41,11 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per module")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (default fp32)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
 
-    torch.set_flush_denormal(True)
+    runtime = resolve_runtime("cpu", args.precision)
+    configure_threads()
     torch.manual_seed(0)
     names = attention_names()
     models, costs = {}, {}
@@ -52,14 +58,15 @@ def main() -> None:
     times: dict[str, list[float]] = {n: [] for n in names}
     for name in names:  # warm-up: allocator, oneDNN kernel selection
         for _ in range(2):
-            _step_time(models[name], x, y, args.bf16)
+            _step_time(models[name], x, y, runtime)
     for _ in range(args.rounds):
         for name in names:
-            times[name].append(_step_time(models[name], x, y, args.bf16))
+            times[name].append(_step_time(models[name], x, y, runtime))
 
     base = statistics.median(times["none"])
-    print(f"# {args.backbone}, batch {args.batch_size}, {'bf16' if args.bf16 else 'fp32'}, channels_last, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}), {args.backbone}, batch {args.batch_size}, "
+          f"{runtime.precision}, channels_last, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"kernels {kernel_mode()}")
     print("| attention | params | MACs (M) | element-wise (M) | fwd+bwd ms/batch | time vs none |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in names:

@@ -11,7 +11,6 @@ Parameters: M (9 C_in C / G + 2 C) + C d + 2 d + M d C.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
