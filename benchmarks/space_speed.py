@@ -1,0 +1,146 @@
+"""What the attention speed work gives a user of a space: trained images per
+second of architectures drawn from the ``sk`` and ``mixed`` spaces, under this
+tree's code and under an older commit's, side by side in one run.
+
+The architectures are drawn once, here, by the space's own sampler (random
+sampler, fixed seed), and written out as YAML; each is then trained for
+``--steps`` steps of the space's fidelity (its batch size, lr, schedule) by
+``nas.train.train`` in a fresh process, once with the ``--after`` commit's
+``nas`` (default: HEAD) and once with the ``--before`` commit's (each checked
+out into a temporary worktree, so edits in this tree meanwhile change nothing),
+alternating which goes first from one architecture to the next so that
+drift in the machine's speed hits both alike. The clock is the trainer's own
+``train_seconds`` (evaluation excluded); it includes the first steps, so the
+time the new code spends choosing its kernels is charged to it.
+
+    python benchmarks/space_speed.py [--spaces sk mixed] [--archs 16] [--steps 40] [--before d80409c] [--after HEAD]
+
+Needs git and this tree's history. Run it alone: two torch processes at once
+on a small CPU measure each other.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import _cifar
+import optuna
+import torch
+
+from nas.data import channel_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in a fresh process under either tree: only the API both trees share.
+_WORKER = r"""
+import json, sys, torch
+import nas
+from nas.device import configure_threads
+from nas.space import load_space
+from nas.train import Recipe, train
+
+cfg_path, data_path, space_name, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+configure_threads()
+data = torch.load(data_path)
+fidelity = load_space(space_name).fidelity
+cfg = nas.load_config(cfg_path)
+torch.manual_seed(0)
+model = nas.build_model(cfg)
+recipe = Recipe(images=steps * fidelity.batch_size, batch_size=fidelity.batch_size, lr=fidelity.lr,
+                warmup_epochs=fidelity.warmup, grad_clip=fidelity.grad_clip, seed=0)
+result = train(model, data["images"], data["labels"], data["images"][:256], data["labels"][:256],
+               data["mean"], data["std"], recipe)
+print(json.dumps({"images": result.images_seen, "seconds": result.train_seconds, "precision": result.precision}))
+"""
+
+
+def draw(space_name: str, count: int, seed: int, folder: Path) -> list[tuple[Path, str, int]]:
+    """``count`` architectures from the space's sampler: (YAML, summary, MACs)."""
+    import nas
+    from nas.space import load_space
+
+    space = load_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    drawn = []
+    while len(drawn) < count:
+        trial = study.ask()
+        cfg = space.sample(trial, num_classes=10)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        macs = nas.profile(nas.build_model(cfg), 32)["macs"]
+        if macs > space.constraints.get("max_macs", math.inf):
+            continue  # the search would not train it either
+        path = folder / f"{space_name}-{len(drawn):02d}.yaml"
+        path.write_text(cfg.to_yaml())
+        kinds = sorted({b.attention.type for s in cfg.stages for b in s.blocks if b.attention.type != "none"})
+        drawn.append((path, "+".join(kinds) or "none", macs))
+    return drawn
+
+
+def run(tree: Path, cfg: Path, data: Path, space: str, steps: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run([sys.executable, "-c", _WORKER, str(cfg), str(data), space, str(steps)], env=env,
+                          cwd=tree, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"training {cfg.name} under {tree} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = _cifar.parser(__doc__)
+    parser.add_argument("--spaces", nargs="+", default=["sk", "mixed"])
+    parser.add_argument("--archs", type=int, default=16, help="architectures drawn from each space")
+    parser.add_argument("--steps", type=int, default=40, help="training steps of each architecture")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    parser.add_argument("--before", default="d80409c", help="the commit before the speed work")
+    parser.add_argument("--after", default="HEAD", help="the commit to compare with it")
+    parser.add_argument("--images", type=int, default=5120, help="training images held in memory")
+    args = parser.parse_args()
+
+    data, splits, threads = _cifar.heldout_split(args.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        trees = {"before": tmp / "before", "after": tmp / "after"}
+        for name, tree in trees.items():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), getattr(args, name)],
+                           check=True, capture_output=True)
+        try:
+            index = splits.train[: args.images]
+            images = data.train_images[index]
+            mean, std = channel_stats(images)
+            torch.save({"images": images, "labels": data.train_labels[index], "mean": mean, "std": std},
+                       tmp / "data.pt")
+            print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}), {threads} threads, torch {torch.__version__}; "
+                  f"{args.archs} architectures per space (random sampler, seed {args.seed}), {args.steps} steps "
+                  f"each at the space's fidelity; before = {args.before}, after = {args.after}")
+            for space in args.spaces:
+                rows = []
+                for i, (cfg, kinds, macs) in enumerate(draw(space, args.archs, args.seed, tmp)):
+                    order = list(trees.items())
+                    if i % 2:
+                        order.reverse()
+                    got = {name: run(tree, cfg, tmp / "data.pt", space, args.steps) for name, tree in order}
+                    speed = {k: v["images"] / v["seconds"] for k, v in got.items()}
+                    rows.append((speed["before"], speed["after"], got["before"]["seconds"], got["after"]["seconds"]))
+                    print(f"  {space} #{i:02d} {kinds:<24} {macs / 1e6:6.2f} M MACs  before {speed['before']:6.0f}  "
+                          f"after {speed['after']:6.0f} images/s  {speed['after'] / speed['before']:.2f}x  "
+                          f"({got['after']['precision']})", flush=True)
+                ratios = [after / before for before, after, _, _ in rows]
+                total = sum(r[2] for r in rows) / sum(r[3] for r in rows)
+                print(f"{space}: images/s after / before, geometric mean over {len(rows)} architectures "
+                      f"{math.exp(statistics.fmean(math.log(r) for r in ratios)):.2f}x "
+                      f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x); total training time {total:.2f}x shorter",
+                      flush=True)
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
