@@ -183,6 +183,7 @@ def configure_threads(workers: int = 1) -> int:
 
 _KERNEL_MODES = ("tuned", "reference")
 _kernel_choices: dict[tuple, tuple[str, bool]] = {}
+_trained_choices: dict[tuple, tuple[str, bool]] = {}  # made with autograd on, by per-image shape
 _reference_depth = 0
 # an alternative must beat the plain formulation by this much to be chosen,
 # so that timing noise does not flip the choice between equal kernels
@@ -233,7 +234,7 @@ def _call(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str) -
 
 
 def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str,
-                      backward: bool, repeats: int = 3) -> float:
+                      backward: bool, repeats: int = 2) -> float:
     import time
 
     best = float("inf")
@@ -259,6 +260,11 @@ def kernel_key(op: str, tensors: tuple[torch.Tensor, ...], settings: tuple = ())
     return (op, settings, _autocast_dtype(device_type), torch.is_grad_enabled(), layouts)
 
 
+def _sans_batch(key: tuple) -> tuple:
+    op, settings, amp, _, layouts = key
+    return op, settings, amp, tuple((shape[1:], *rest) for shape, *rest in layouts[:1]) + layouts[1:]
+
+
 def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = ()):
     """``formulations[name](*tensors)`` for the fastest name on this machine
     for this shape (see above); the first entry is the plain formulation.
@@ -273,12 +279,19 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
     backward = torch.is_grad_enabled()
     key = kernel_key(op, tensors, settings)
     choice = _kernel_choices.get(key)
+    if choice is None and not backward:
+        # evaluation (no autograd, larger batches) takes what training chose for
+        # the same op on the same per-image shapes: timing every formulation
+        # again on 1000-image batches would cost more than it could save
+        choice = _trained_choices.get(_sans_batch(key))
     if choice is None:
         timed = {(name, fp32): _time_formulation(formulations[name], tensors, fp32, device_type, backward)
                  for name in names for fp32 in ((False, True) if amp is not None else (False,))}
         plain = (names[0], False)
         fastest = min(timed, key=timed.get)
         choice = fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
-        _kernel_choices[key] = choice
+        if backward:
+            _trained_choices[_sans_batch(key)] = choice
+    _kernel_choices[key] = choice
     name, fp32 = choice
     return _call(formulations[name], tensors, fp32, device_type)

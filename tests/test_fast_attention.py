@@ -96,6 +96,7 @@ def _run(fn, m, x, grad):
 @pytest.fixture(autouse=True)
 def _fresh_choices(monkeypatch):
     monkeypatch.setattr(device, "_kernel_choices", {})
+    monkeypatch.setattr(device, "_trained_choices", {})
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -194,3 +195,19 @@ def test_tuning_times_once_per_shape_and_reads_no_random_numbers():
         assert formulation in formulations(m.branches[0][0]) | formulations(m.branches[1][0]) and not fp32, key
     m(x).sum().backward()
     assert device.kernel_choices() == choices
+
+
+def test_evaluation_reuses_the_training_choice_without_timing(monkeypatch):
+    m = create_attention("sk", 16, out_channels=16, stride=1, G=16, M=2)
+    timings = []
+    timer = device._time_formulation
+    monkeypatch.setattr(device, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
+    m(torch.randn(2, 16, 8, 8)).sum().backward()
+    trained = len(timings)
+    assert trained > 0
+    with torch.no_grad():
+        m(torch.randn(16, 16, 8, 8))  # another batch size, no autograd: the training choice serves
+    assert len(timings) == trained
+    with torch.no_grad():
+        m(torch.randn(16, 16, 4, 4))  # a shape training never saw is timed (forward only)
+    assert len(timings) > trained
