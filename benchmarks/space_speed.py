@@ -10,8 +10,11 @@ sampler, fixed seed), and written out as YAML; each is then trained for
 out into a temporary worktree, so edits in this tree meanwhile change nothing),
 alternating which goes first from one architecture to the next so that
 drift in the machine's speed hits both alike. The clock is the trainer's own
-``train_seconds`` (evaluation excluded); it includes the first steps, so the
-time the new code spends choosing its kernels is charged to it.
+``train_seconds`` (evaluation excluded) over all steps, so the time the new
+code spends choosing its kernels on its first step is charged to it; the
+steady rate, from step 10 on, is printed beside it (a trial of the shipped
+fidelity trains ~230 steps, where the choosing weighs less than in a short
+run).
 
     python benchmarks/space_speed.py [--spaces sk mixed] [--archs 16] [--steps 40] [--before d80409c] [--after HEAD]
 
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Runs in a fresh process under either tree: only the API both trees share.
 _WORKER = r"""
-import json, sys, torch
+import json, sys, time, torch
 import nas
 from nas.device import configure_threads
 from nas.space import load_space
@@ -54,9 +57,14 @@ torch.manual_seed(0)
 model = nas.build_model(cfg)
 recipe = Recipe(images=steps * fidelity.batch_size, batch_size=fidelity.batch_size, lr=fidelity.lr,
                 warmup_epochs=fidelity.warmup, grad_clip=fidelity.grad_clip, seed=0)
+marks = {}
+def progress(step, total, loss):  # called every 10 steps: the clock after the first 10 is the steady state
+    marks[step] = time.perf_counter()
 result = train(model, data["images"], data["labels"], data["images"][:256], data["labels"][:256],
-               data["mean"], data["std"], recipe)
-print(json.dumps({"images": result.images_seen, "seconds": result.train_seconds, "precision": result.precision}))
+               data["mean"], data["std"], recipe, progress=progress)
+steady = (max(marks) - 10) * recipe.batch_size / (marks[max(marks)] - marks[10])
+print(json.dumps({"images": result.images_seen, "seconds": result.train_seconds, "steady": steady,
+                  "precision": result.precision}))
 """
 
 
@@ -126,16 +134,22 @@ def main() -> None:
                         order.reverse()
                     got = {name: run(tree, cfg, tmp / "data.pt", space, args.steps) for name, tree in order}
                     speed = {k: v["images"] / v["seconds"] for k, v in got.items()}
-                    rows.append((speed["before"], speed["after"], got["before"]["seconds"], got["after"]["seconds"]))
-                    print(f"  {space} #{i:02d} {kinds:<24} {macs / 1e6:6.2f} M MACs  before {speed['before']:6.0f}  "
-                          f"after {speed['after']:6.0f} images/s  {speed['after'] / speed['before']:.2f}x  "
-                          f"({got['after']['precision']})", flush=True)
-                ratios = [after / before for before, after, _, _ in rows]
-                total = sum(r[2] for r in rows) / sum(r[3] for r in rows)
-                print(f"{space}: images/s after / before, geometric mean over {len(rows)} architectures "
-                      f"{math.exp(statistics.fmean(math.log(r) for r in ratios)):.2f}x "
-                      f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x); total training time {total:.2f}x shorter",
-                      flush=True)
+                    rows.append((speed["before"], speed["after"], got["before"]["steady"], got["after"]["steady"],
+                                 got["before"]["seconds"], got["after"]["seconds"]))
+                    print(f"  {space} #{i:02d} {kinds:<18} {macs / 1e6:6.2f} M MACs  all steps: before "
+                          f"{speed['before']:4.0f}, after {speed['after']:4.0f} images/s "
+                          f"{speed['after'] / speed['before']:.2f}x;  from step 10: before "
+                          f"{got['before']['steady']:4.0f}, after {got['after']['steady']:4.0f} "
+                          f"{got['after']['steady'] / got['before']['steady']:.2f}x  ({got['after']['precision']})",
+                          flush=True)
+                total = sum(r[4] for r in rows) / sum(r[5] for r in rows)
+                summary = []
+                for label, b, a in (("all steps", 0, 1), ("from step 10", 2, 3)):
+                    ratios = [r[a] / r[b] for r in rows]
+                    summary.append(f"{label} {math.exp(statistics.fmean(math.log(x) for x in ratios)):.2f}x "
+                                   f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
+                print(f"{space}: images/s after / before, geometric mean over {len(rows)} architectures: "
+                      f"{'; '.join(summary)}; total training time of all steps {total:.2f}x shorter", flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],

@@ -188,6 +188,9 @@ _reference_depth = 0
 # an alternative must beat the plain formulation by this much to be chosen,
 # so that timing noise does not flip the choice between equal kernels
 _MIN_GAIN = 0.9
+# a formulation whose first (untimed, set-up paying) run takes this many times
+# the best time so far is dropped without further timing
+_GIVE_UP = 3.0
 
 
 def kernel_mode() -> str:
@@ -234,7 +237,11 @@ def _call(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str) -
 
 
 def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str,
-                      backward: bool, repeats: int = 2) -> float:
+                      backward: bool, repeats: int = 1, give_up: float = float("inf")) -> float:
+    """Best of ``repeats`` timed runs after an untimed one; a formulation whose
+    untimed run already took more than ``give_up`` seconds is not timed
+    further (infinite): it cannot win, and timing it would cost more than
+    the choice saves (a dense form of a 16-group conv does 16x the work)."""
     import time
 
     best = float("inf")
@@ -245,8 +252,11 @@ def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_
             out = _call(fn, inputs, fp32, device_type)
             if backward:
                 out.backward(torch.ones_like(out))
+        elapsed = time.perf_counter() - start
+        if i == 0 and elapsed > give_up:
+            return float("inf")
         if i:  # the first run pays for allocation and oneDNN's kernel setup
-            best = min(best, time.perf_counter() - start)
+            best = min(best, elapsed)
     return best
 
 
@@ -285,8 +295,12 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
         # again on 1000-image batches would cost more than it could save
         choice = _trained_choices.get(_sans_batch(key))
     if choice is None:
-        timed = {(name, fp32): _time_formulation(formulations[name], tensors, fp32, device_type, backward)
-                 for name in names for fp32 in ((False, True) if amp is not None else (False,))}
+        timed: dict[tuple[str, bool], float] = {}
+        for name in names:  # the plain formulation first: it sets the bar the others must stay near
+            for fp32 in (False, True) if amp is not None else (False,):
+                best = min(timed.values(), default=float("inf"))
+                timed[name, fp32] = _time_formulation(formulations[name], tensors, fp32, device_type, backward,
+                                                      give_up=_GIVE_UP * best)
         plain = (names[0], False)
         fastest = min(timed, key=timed.get)
         choice = fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
