@@ -16,7 +16,7 @@ steady rate, from step 10 on, is printed beside it (a trial of the shipped
 fidelity trains ~230 steps, where the choosing weighs less than in a short
 run).
 
-    python benchmarks/space_speed.py [--spaces sk mixed] [--archs 16] [--steps 40] [--before d80409c] [--after HEAD]
+    python benchmarks/space_speed.py [--spaces sk mixed] [--archs 16] [--steps 50] [--before d80409c] [--after HEAD]
 
 Needs git and this tree's history. Run it alone: two torch processes at once
 on a small CPU measure each other.
@@ -103,7 +103,7 @@ def main() -> None:
     parser = _cifar.parser(__doc__)
     parser.add_argument("--spaces", nargs="+", default=["sk", "mixed"])
     parser.add_argument("--archs", type=int, default=16, help="architectures drawn from each space")
-    parser.add_argument("--steps", type=int, default=40, help="training steps of each architecture")
+    parser.add_argument("--steps", type=int, default=50, help="training steps of each architecture")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     parser.add_argument("--before", default="d80409c", help="the commit before the speed work")
     parser.add_argument("--after", default="HEAD", help="the commit to compare with it")
