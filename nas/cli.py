@@ -257,7 +257,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if len(front):
         shown = front.assign(macs=(front.macs / 1e6).round(2).astype(str) + "M",
                              accuracy_std=front.accuracy_std.map(lambda v: "" if v is None or v != v else f"{v:.4f}"))
-        print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", "params",
+        timed = ["latency_ms"] if front.latency_ms.notna().any() else []
+        print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", *timed, "params",
                      "attention"]].to_string(index=False))
         if front.noise.astype(bool).any():
             from .noise import marks_legend
@@ -266,8 +267,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         print("(no completed, trained trial yet)")
     ref = out["reference"]
-    print(f"hypervolume {out['hypervolume']:.4f} (accuracy x MMACs; reference point: accuracy {ref[0]:g}, "
-          f"{ref[1] / 1e6:g}M MACs)")
+    if out["cost_objective"] == "latency":
+        print(f"hypervolume {out['hypervolume']:.4f} (accuracy x ms per training step; reference point: "
+              f"accuracy {ref[0]:g}, {ref[1]:.1f} ms/step)")
+    else:
+        print(f"hypervolume {out['hypervolume']:.4f} (accuracy x MMACs; reference point: accuracy {ref[0]:g}, "
+              f"{ref[1] / 1e6:g}M MACs)")
     print(f"wrote {out['trials_csv']}, {out['pareto_csv']}, {out['plot']}")
     return 0
 

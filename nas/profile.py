@@ -137,3 +137,41 @@ def measure_latency(model: nn.Module, shape: tuple[int, ...], batch_size: int = 
             if i >= 2:  # first runs pay for allocation and kernel selection
                 times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def measure_step_latency(model: nn.Module, shape: tuple[int, ...], batch_size: int, runtime=None,
+                         steps: int = 5, warmup: int = 2) -> float:
+    """Median milliseconds of one training step of ``model`` on
+    ``runtime``'s device and precision: forward, loss, backward and an SGD
+    step on a ``batch_size`` batch, channels_last, as the trainer runs it.
+
+    Runs on a copy, so ``model``'s weights, batch-norm statistics and the
+    global random state are untouched. The ``warmup`` steps first pay for
+    allocation and for choosing kernels (:func:`nas.device.run_fastest`),
+    once per architecture as in a trial, and are not counted."""
+    import copy
+
+    from .device import resolve_runtime
+
+    runtime = runtime or resolve_runtime()
+    dev = runtime.device
+    net = copy.deepcopy(model).to(dev).to(memory_format=torch.channels_last).train()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, *shape, generator=generator).to(dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch_size,), generator=generator).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    times = []
+    for i in range(warmup + steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        with runtime.autocast():
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)

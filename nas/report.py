@@ -40,6 +40,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             else (rungs[-1][1] if rungs else math.nan),
             "epochs": rungs[-1][0] if rungs else 0.0,
             "macs": a.get("macs"),
+            "latency_ms": a.get("latency_ms"),
             "params": a.get("params"),
             "elementwise": a.get("elementwise"),
             "structure_hash": a.get("structure_hash"),
@@ -76,21 +77,34 @@ def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
     return pd.DataFrame([{
         "trial": t.number, "val_accuracy": t.values[0], "accuracy_std": t.user_attrs.get("accuracy_std"),
         "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
-        "macs": int(t.values[1]), "params": t.user_attrs["params"],
+        "macs": int(t.user_attrs["macs"]), "latency_ms": t.user_attrs.get("latency_ms"), "cost": t.values[1],
+        "params": t.user_attrs["params"],
         "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
         "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
     } for t, mark in zip(front, marks)], columns=["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs",
-                                                  "params", "elementwise", "structure_hash", "attention"])
+                                                  "latency_ms", "cost", "params", "elementwise", "structure_hash",
+                                                  "attention"])
+
+
+def cost_objective(study: optuna.Study) -> str:
+    """What the study's front trades accuracy against: ``macs`` or ``latency``."""
+    names = study.metric_names
+    return names[1] if names and len(names) > 1 else "macs"
+
+
+#: per cost objective: the unit the hypervolume and the plot show it in
+_COST_UNITS = {"macs": (1e6, "MACs (millions)", "M MACs"), "latency": (1.0, "ms per training step", " ms/step")}
 
 
 # --------------------------------------------------------------------------- hypervolume
 
 
-def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (accuracy: higher is better, MACs: lower
-    is better) and bounded by ``reference`` = (accuracy, MACs) — the worst
-    corner. Points no better than the reference in both add nothing. MACs
-    are taken in millions so the figure reads as accuracy x MMACs."""
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float], scale: float = 1e6) -> float:
+    """Area dominated by ``points`` (accuracy: higher is better, cost: lower
+    is better) and bounded by ``reference`` = (accuracy, cost) — the worst
+    corner. Points no better than the reference in both add nothing. The
+    cost is divided by ``scale``: MACs in millions, so the figure reads as
+    accuracy x MMACs; latency in ms (scale 1)."""
     ref_acc, ref_macs = reference
     useful = sorted({(a, m) for a, m in points if a > ref_acc and m < ref_macs}, key=lambda p: (p[1], -p[0]))
     area, best_acc = 0.0, ref_acc
@@ -98,14 +112,16 @@ def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float
     # over everything cheaper, times the MACs left up to the reference
     for acc, macs in useful:
         if acc > best_acc:
-            area += (acc - best_acc) * (ref_macs - macs) / 1e6
+            area += (acc - best_acc) * (ref_macs - macs) / scale
             best_acc = acc
     return area
 
 
 def reference_point(study: optuna.Study) -> tuple[float, float]:
-    """(accuracy 0, MACs ceiling): the space's max_macs when it has one,
-    else twice the attention-free backbone's MACs."""
+    """(accuracy 0, cost ceiling). MACs: the space's max_macs when it has
+    one, else twice the attention-free backbone's MACs. Latency (a figure
+    of the machine the search ran on, which the report's machine cannot
+    measure again): 1.1 x the slowest trial's ms per step."""
     import yaml
 
     from .space import parse_space
@@ -113,6 +129,9 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     text = study.user_attrs.get("space_yaml")
     if text is None:
         raise NasError(f"study {study.study_name!r} was not made by search.py (no space recorded)")
+    if cost_objective(study) == "latency":
+        timed = [t.user_attrs["latency_ms"] for t in study.get_trials(deepcopy=False) if "latency_ms" in t.user_attrs]
+        return 0.0, 1.1 * max(timed, default=1.0)
     data = yaml.safe_load(text)
     ceiling = (data.get("constraints") or {}).get("max_macs")
     if ceiling is not None:
@@ -138,41 +157,46 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     ref = reference_point(study)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hv = hypervolume([(r.val_accuracy, r.macs) for r in front.itertuples()], ref)
+    objective = cost_objective(study)
+    hv = hypervolume([(r.val_accuracy, r.cost) for r in front.itertuples()], ref, _COST_UNITS[objective][0])
     trials.to_csv(out / "trials.csv", index=False)
     front.to_csv(out / "pareto.csv", index=False)
     plot = out / "pareto.png"
-    _plot(trials, front, ref, hv, study.study_name, plot)
+    _plot(trials, front, ref, hv, study.study_name, plot, objective)
     return {"trials": trials, "front": front, "hypervolume": hv, "reference": ref, "seed_std": seed_std,
+            "cost_objective": objective,
             "trials_csv": out / "trials.csv", "pareto_csv": out / "pareto.csv", "plot": plot}
 
 
-def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, path: Path) -> None:
+def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, path: Path,
+          objective: str = "macs") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scale, label, unit = _COST_UNITS[objective]
+    column = {"macs": "macs", "latency": "latency_ms"}[objective]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna()]
     pruned = trials[trials.state == "PRUNED"]
-    ax.scatter(pruned.macs / 1e6, pruned.val_accuracy, marker="x", color="0.6",
+    ax.scatter(pruned[column] / scale, pruned.val_accuracy, marker="x", color="0.6",
                label="pruned (accuracy at its last rung)")
-    ax.scatter(done.macs / 1e6, done.val_accuracy, color="tab:blue", label="completed")
+    ax.scatter(done[column] / scale, done.val_accuracy, color="tab:blue", label="completed")
     if len(front):
-        f = front.sort_values("macs")
-        ax.step(f.macs / 1e6, f.val_accuracy, where="post", color="tab:red", zorder=1)
-        ax.scatter(f.macs / 1e6, f.val_accuracy, color="tab:red", s=60, zorder=3, label="Pareto front (seed mean)")
+        f = front.sort_values("cost")
+        ax.step(f.cost / scale, f.val_accuracy, where="post", color="tab:red", zorder=1)
+        ax.scatter(f.cost / scale, f.val_accuracy, color="tab:red", s=60, zorder=3, label="Pareto front (seed mean)")
         spread = f[f.accuracy_std.notna()]
         if len(spread):
-            ax.errorbar(spread.macs / 1e6, spread.val_accuracy, yerr=spread.accuracy_std.astype(float), fmt="none",
+            ax.errorbar(spread.cost / scale, spread.val_accuracy, yerr=spread.accuracy_std.astype(float), fmt="none",
                         ecolor="tab:red", capsize=3, zorder=2, label="± seed std")
         for row in f.itertuples():
-            ax.annotate(str(row.trial), (row.macs / 1e6, row.val_accuracy), textcoords="offset points",
+            ax.annotate(str(row.trial), (row.cost / scale, row.val_accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("MACs (millions)")
+    ax.set_xlabel(label)
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"study {name}: hypervolume {hv:.3f} (reference: accuracy {ref[0]:g}, {ref[1] / 1e6:g}M MACs)",
+    ax.set_title(f"study {name}: hypervolume {hv:.3f} (reference: accuracy {ref[0]:g}, {ref[1] / scale:g}{unit})",
                  fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -207,7 +231,7 @@ def pick_trial(study: optuna.Study, pick: str = "knee", max_macs: float | None =
     if not front:
         raise NasError(f"study {study.study_name!r} has no completed, trained trial yet")
     if max_macs is not None:
-        front = [t for t in front if t.values[1] <= max_macs]
+        front = [t for t in front if t.user_attrs["macs"] <= max_macs]
         if not front:
             raise NasError(f"--max-macs: no Pareto-front trial has at most {max_macs:,.0f} MACs")
     if pick == "accuracy":
@@ -241,6 +265,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
                "elementwise": a.get("elementwise"), "structure_hash": a["structure_hash"],
                "rungs": a.get("rungs"), "seed_accuracies": a.get("seed_accuracies"),
                "accuracy_std": a.get("accuracy_std")}
+    if "latency_ms" in a:  # ms per training step on the machine the search ran on
+        metrics["latency_ms"] = a["latency_ms"]
     fidelity = a.get("fidelity") or study.user_attrs.get("fidelity") or {}
     cfg.meta = {
         "dataset": fidelity.get("dataset", "cifar10"),

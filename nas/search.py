@@ -38,9 +38,9 @@ from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
 from .evaluate import TrainingData, build_seeded, load_training_data, train_architecture
 from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
-from .profile import profile
+from .profile import measure_step_latency, profile
 from .provenance import versions
-from .space import SearchSpace
+from .space import OBJECTIVE_ATTRS, SearchSpace
 from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, is_journal, mask_url, open_storage,
                       reap_dead_trials, storage_for_search, worker_identity)
 from .train import DivergedError
@@ -134,6 +134,9 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, s
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise NasError(f"study {study_name!r} has {len(study.directions)} objectives, this space "
                        f"{len(directions)}; use --study NEW_NAME")
+    if study.metric_names and list(study.metric_names) != list(space.objectives):
+        raise NasError(f"study {study_name!r} has objectives {list(study.metric_names)}, this space "
+                       f"{list(space.objectives)}; use --study NEW_NAME")
     if not study.metric_names:
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -171,6 +174,7 @@ class Objective:
     #: False: every trial trains its full budget (the baseline of benchmarks/search_efficiency.py)
     halving: bool = True
     fidelity_key: str = field(init=False)
+    _latencies: dict[str, float] = field(init=False, default_factory=dict)  # structure hash -> ms per step
 
     def __post_init__(self) -> None:
         self.fidelity_key = self.space.fidelity.key()
@@ -209,9 +213,10 @@ class Objective:
         except ConfigError as exc:
             trial.set_user_attr("fail_reason", f"ConfigError: {exc}")
             raise TrialFailed(str(exc)) from None
-        cost = profile(model, self.data.image_size, latency="latency" in space.objectives,
-                       batch_size=min(f.batch_size, 256), device=self.runtime.device)
+        cost = profile(model, self.data.image_size, device=self.runtime.device)
         structure = cfg.structure_hash()
+        if "latency" in space.objectives:
+            cost["latency_ms"] = self._step_latency(trial, structure, model)
         attrs = {
             "macs": cost["macs"], "params": cost["params"], "elementwise": cost["elementwise"],
             "structure_hash": structure, "config": cfg.to_yaml(), "fidelity_key": self.fidelity_key,
@@ -221,11 +226,11 @@ class Objective:
             attrs["latency_ms"] = cost["latency_ms"]
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        third = {"params": cost["params"], "latency": cost.get("latency_ms")}.get(
-            space.objectives[2]) if len(space.objectives) > 2 else None
+        # the cost objectives after accuracy: MACs or latency, and an optional third
+        costs = [float(cost[OBJECTIVE_ATTRS[o]]) for o in space.objectives[1:]]
 
         def values(accuracy: float) -> list[float]:
-            return [accuracy, float(cost["macs"])] + ([float(third)] if third is not None else [])
+            return [accuracy, *costs]
 
         # 2. constraints: known before training
         violations = [cost["macs"] - space.constraints["max_macs"] if "max_macs" in space.constraints else 0.0,
@@ -263,7 +268,7 @@ class Objective:
             if index == len(f.rungs) - 1 or not self.halving:
                 return False
             others = self._rung_points(trial, index)
-            return not halving.continues((accuracy, float(cost["macs"])), others, f.eta)
+            return not halving.continues((accuracy, costs[0]), others, f.eta)
 
         # profiling ran in eval mode without gradients: the weights are still the initial ones
         result = train_architecture(cfg, self.data, f, f.seed, self.runtime, callback=at_rung, model=model)
@@ -277,10 +282,10 @@ class Objective:
                                      f"(accuracy {result.val_accuracy:.4f})")
         trial.set_user_attr("seed_accuracies", [result.val_accuracy])
         if f.repeats > 1:
-            return values(self._repeat_if_near_front(trial, cfg, float(cost["macs"]), result))
+            return values(self._repeat_if_near_front(trial, cfg, costs[0], result))
         return values(result.val_accuracy)
 
-    def _repeat_if_near_front(self, trial: optuna.Trial, cfg, macs: float, first) -> float:
+    def _repeat_if_near_front(self, trial: optuna.Trial, cfg, cost: float, first) -> float:
         """Train a front candidate with the fidelity's further seeds (design.md
         6a) and return the mean accuracy; any other trial keeps its one seed.
 
@@ -295,7 +300,7 @@ class Objective:
         noise = 2.0 * pooled_seed_std(others)
         trial.set_user_attr("front_noise", noise)
         points = [(t.values[0], t.values[1]) for t in others]
-        if not near_front((first.val_accuracy, macs), points, noise):
+        if not near_front((first.val_accuracy, cost), points, noise):
             return first.val_accuracy
         accuracies = [first.val_accuracy]
         images, seconds, failures = first.images_seen, first.train_seconds, []
@@ -327,6 +332,26 @@ class Objective:
             trial.set_user_attr("accuracy_std", statistics.stdev(accuracies))
         return statistics.fmean(accuracies)
 
+    @property
+    def _cost_attr(self) -> str:
+        return OBJECTIVE_ATTRS[self.space.objectives[1]]
+
+    def _step_latency(self, trial: optuna.Trial, structure: str, model) -> float:
+        """Milliseconds per training step at the fidelity's batch size on the
+        search device (:func:`nas.profile.measure_step_latency`), measured
+        once per architecture: an earlier trial's figure for the same
+        structure, in this process or in the study, is reused."""
+        if structure not in self._latencies:
+            for t in self._others(trial):
+                if t.user_attrs.get("structure_hash") == structure and "latency_ms" in t.user_attrs:
+                    self._latencies[structure] = float(t.user_attrs["latency_ms"])
+                    break
+            else:
+                self._latencies[structure] = measure_step_latency(
+                    model, (3, self.data.image_size, self.data.image_size), self.space.fidelity.batch_size,
+                    self.runtime)
+        return self._latencies[structure]
+
     def _others(self, trial: optuna.Trial) -> list[optuna.trial.FrozenTrial]:
         return [t for t in trial.study.get_trials(deepcopy=False)
                 if t.number != trial.number and t.user_attrs.get("fidelity_key") == self.fidelity_key]
@@ -343,7 +368,7 @@ class Objective:
         for t in self._others(trial):
             rungs = t.user_attrs.get("rungs") or []
             if len(rungs) > index and "duplicate_of" not in t.user_attrs:
-                points.append((float(rungs[index][1]), float(t.user_attrs["macs"])))
+                points.append((float(rungs[index][1]), float(t.user_attrs[self._cost_attr])))
         return points
 
 
@@ -474,6 +499,7 @@ def _minutes(seconds: float) -> str:
 def _summary(trial: optuna.trial.FrozenTrial) -> str:
     a = trial.user_attrs
     macs = f"MACs {a['macs'] / 1e6:6.2f}M" if "macs" in a else ""
+    macs += f"  {a['latency_ms']:.1f} ms/step" if "latency_ms" in a else ""
     if trial.state == TrialState.COMPLETE and "not_trained" in a:
         return f"INFEASIBLE {macs}  {a['not_trained']}"
     if trial.state == TrialState.COMPLETE:
@@ -489,8 +515,9 @@ def _summary(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, trained, completed trials not dominated in (accuracy, MACs),
-    one per architecture, sorted by MACs."""
+    """Feasible, trained, completed trials not dominated in (accuracy, cost),
+    one per architecture, sorted by cost: the study's second objective, MACs
+    or latency."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if "not_trained" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
     points = [(t.values[0], t.values[1]) for t in done]
@@ -511,13 +538,16 @@ def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0) -
     point was trained with, its std, and the noise mark of
     :func:`nas.noise.neighbour_marks` (explained under the table)."""
     marks = neighbour_marks(front, seed_std)
-    lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  {'params':>9}  "
-             f"attention"]
+    timed = any("latency_ms" in t.user_attrs for t in front)
+    lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  "
+             + (f"{'ms/step':>8}  " if timed else "") + f"{'params':>9}  attention"]
     for t, mark in zip(front, marks):
         seeds = len(t.user_attrs.get("seed_accuracies") or [0])
         std = t.user_attrs.get("accuracy_std")
+        latency = f"{t.user_attrs.get('latency_ms', math.nan):8.1f}  " if timed else ""
         lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
-                     f"{mark:>5}  {t.values[1] / 1e6:7.2f}M  {t.user_attrs['params']:>9,}  {_attention_summary(t)}")
+                     f"{mark:>5}  {t.user_attrs['macs'] / 1e6:7.2f}M  {latency}{t.user_attrs['params']:>9,}  "
+                     f"{_attention_summary(t)}")
     if any(marks):
         lines.append(marks_legend(seed_std))
     return "\n".join(lines)
@@ -527,7 +557,8 @@ def front_summary(front: list[optuna.trial.FrozenTrial], seed_std: float) -> lis
     """The front as plain data (a study user attr): per point its mean
     accuracy, seed std, seeds and noise mark."""
     return [{"trial": t.number, "accuracy": round(t.values[0], 6), "accuracy_std": t.user_attrs.get("accuracy_std"),
-             "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark, "macs": int(t.values[1])}
+             "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark, "macs": int(t.user_attrs["macs"]),
+             **({"latency_ms": t.user_attrs["latency_ms"]} if "latency_ms" in t.user_attrs else {})}
             for t, mark in zip(front, neighbour_marks(front, seed_std))]
 
 

@@ -16,7 +16,7 @@ A space file (``search_spaces/<name>.yaml``, or any path)::
     stage_params:                   # optional per-stage replacements of params
       1: {sk: {G: [4, 8, 16]}}
     fidelity: {dataset: cifar10, subset: 10000, val_size: 5000, rungs: [1, 3], eta: 3}
-    objectives: [accuracy, macs]    # plus params or latency as a third
+    objectives: [accuracy, macs]    # or [accuracy, latency]; plus params, latency or macs as a third
     constraints: {max_macs: 60e6}
     sampler: nsga2                  # nsga2, tpe or random
     population_size: 8              # NSGA-II generation; TPE's random start-up trials
@@ -49,6 +49,10 @@ from .errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 OBJECTIVES = ("accuracy", "macs", "params", "latency")
+#: what the front trades accuracy against (the study's second objective)
+COST_OBJECTIVES = ("macs", "latency")
+#: the trial user attr that holds each cost objective's value
+OBJECTIVE_ATTRS = {"macs": "macs", "params": "params", "latency": "latency_ms"}
 SAMPLERS = ("nsga2", "tpe", "random")
 DATASETS = ("cifar10", "cifar100", "imagefolder")
 PLACEMENTS = ("stage", "block")
@@ -408,8 +412,10 @@ def _parse(data: Any, name: str, text: str) -> SearchSpace:
 
     fidelity = _parse_fidelity(data.get("fidelity") or {})
     objectives = data.get("objectives", ["accuracy", "macs"])
-    _expect(isinstance(objectives, list) and objectives[:2] == ["accuracy", "macs"] and len(objectives) <= 3,
-            f"objectives: expected [accuracy, macs] or [accuracy, macs, params|latency], got {objectives!r}")
+    _expect(isinstance(objectives, list) and 2 <= len(objectives) <= 3 and objectives[0] == "accuracy"
+            and objectives[1] in COST_OBJECTIVES,
+            f"objectives: expected [accuracy, macs|latency] plus optionally one of params, latency, macs, "
+            f"got {objectives!r}")
     for o in objectives:
         _expect(o in OBJECTIVES, f"objectives: {o!r} is not one of {', '.join(OBJECTIVES)}")
     _expect(len(set(objectives)) == len(objectives), f"objectives: {objectives} lists one twice")

@@ -206,3 +206,35 @@ def test_dashboard_serves_the_study_with_user_attrs(tmp_path):
     trial = detail["trials"][0]
     assert {"key": "structure_hash", "value": "abc123"} in trial["user_attrs"]
     assert trial["values"] == [0.7, 4e7]
+
+
+def test_a_space_searched_in_latency(tmp_path, cifar10_root):
+    """objectives: [accuracy, latency]: the front's cost is ms per training
+    step, measured once per architecture and reused for a repeat of it."""
+    space = _custom_space(tmp_path, "stages: [3]\ntypes: [none, se]\nparams: {se: {r: 4}}\nsampler: random\n"
+                                    "objectives: [accuracy, latency]\n")
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    out = cli("--space", space, "--trials", 4, "--storage", storage, "--data", cifar10_root, *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    study = _study(storage, "custom")
+    assert study.metric_names == ["accuracy", "latency"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and len({t.user_attrs["structure_hash"] for t in done}) <= 2  # two architectures at most
+    for t in done:
+        assert t.values[1] == t.user_attrs["latency_ms"] > 0
+    by_structure = {}
+    for t in done:  # a repeat of an architecture reuses its latency, it is not measured again
+        by_structure.setdefault(t.user_attrs["structure_hash"], set()).add(t.user_attrs["latency_ms"])
+    assert all(len(v) == 1 for v in by_structure.values())
+    assert "ms/step" in out.stdout
+
+    report = cli("report", "--study", "custom", "--storage", storage, cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "ms per training step" in report.stdout and "latency_ms" in report.stdout
+    front = __import__("pandas").read_csv(tmp_path / "studies" / "custom" / "pareto.csv")
+    assert (front.cost == front.latency_ms).all()
+
+
+def test_the_example_latency_space_loads():
+    space = nas.space.load_space(REPO / "search_spaces" / "examples" / "sk-latency.yaml")
+    assert space.objectives == ["accuracy", "latency", "macs"]

@@ -371,7 +371,7 @@ BAD = [
     ("backbone: resnet20\nstages: [1]\ntypes: [none, danet]\n", ["types", "'danet'", "[1]", "256"]),
     ("backbone: resnet20\nstages: [3]\ntypes: [none, bam]\n", ["types", "'bam'", "[3]", "transition"]),
     (BASE + "sampler: grid\n", ["sampler", "'grid'", "nsga2, tpe, random"]),
-    (BASE + "objectives: [macs, accuracy]\n", ["objectives", "[accuracy, macs]"]),
+    (BASE + "objectives: [macs, accuracy]\n", ["objectives", "[accuracy, macs|latency]"]),
     (BASE + "objectives: [accuracy, macs, flops]\n", ["objectives", "'flops'", "latency"]),
     (BASE + "constraints: {max_flops: 1e6}\n", ["constraints.max_flops", "max_macs, max_params"]),
     (BASE + "fidelity: {epochs: 3}\n", ["fidelity.epochs", "rungs", "eta"]),
