@@ -174,7 +174,9 @@ def configure_threads(workers: int = 1) -> int:
 # fastest one serves every later call with that shape in this process. Under
 # autocast each formulation is also timed in fp32 (inputs cast up, autocast
 # off), so an op that is slower in bf16 than in fp32 keeps fp32. Timing reads
-# no random numbers, so a run is reproducible whatever was tuned before it.
+# no random numbers, so it does not shift a run's random stream; but the
+# winner can differ from one process to the next, and the rounding with it:
+# for bit-for-bit repeatable runs across processes, use the reference mode.
 #
 # ``NAS_KERNELS=reference`` (or :func:`reference_kernels`) runs every op in
 # its plain formulation, the one the module's docstring writes out; the
