@@ -12,6 +12,9 @@ wins (a dense dilated conv gets slower with the zeros), so
 :func:`nas.device.run_fastest` times the formulations that apply on the
 first call with each shape and keeps the winner. Every formulation computes
 the same sum of products; only rounding differs.
+
+Also here: the two helpers that keep a module's output and input gradient in
+the layout the network runs in (channels_last on CPU).
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ def zero_inserted(weight: Tensor, dilation: int) -> Tensor:
 def block_diagonal(weight: Tensor, groups: int) -> Tensor:
     """A grouped conv's weight (C_out, C_in / G, k, k) as the dense weight
     (C_out, C_in, k, k) that is zero outside each output's own group."""
-    out, per_group = weight.shape[:2]
+    out = weight.shape[0]
     owner = torch.arange(out, device=weight.device) // (out // groups)
     one_hot = F.one_hot(owner, groups).to(weight.dtype)  # C_out x G
     return (one_hot[:, :, None, None, None] * weight[:, None]).flatten(1, 2)
