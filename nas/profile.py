@@ -12,6 +12,7 @@ tensor, softmax three (exp, sum, divide), shape-only ops free.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .device import reference_kernels
+from .device import reference_kernels, resolve_runtime
 from .models import count_parameters
 
 _aten = torch.ops.aten
@@ -149,10 +150,6 @@ def measure_step_latency(model: nn.Module, shape: tuple[int, ...], batch_size: i
     global random state are untouched. The ``warmup`` steps first pay for
     allocation and for choosing kernels (:func:`nas.device.run_fastest`),
     once per architecture as in a trial, and are not counted."""
-    import copy
-
-    from .device import resolve_runtime
-
     runtime = runtime or resolve_runtime()
     dev = runtime.device
     net = copy.deepcopy(model).to(dev).to(memory_format=torch.channels_last).train()
