@@ -62,7 +62,8 @@ def build_attention(spec: AttentionSpec, channels: int, where: str, feature_size
     """``create_attention`` with errors turned into a ConfigError naming the
     block and the module's own complaint. Modules whose cost grows with the
     number of positions declare ``max_tokens``; ``feature_size`` (the side of
-    the feature map they would see) is checked against it."""
+    the feature map they would see) is checked against it, and against the
+    module's own ``check_feature_size`` where it has one."""
     limit = getattr(module_class(spec.type), "max_tokens", None)
     if limit is not None and feature_size is not None and feature_size * feature_size > limit:
         raise ConfigError(
@@ -70,9 +71,12 @@ def build_attention(spec: AttentionSpec, channels: int, where: str, feature_size
             f"({feature_size * feature_size} positions); place it in a later, lower-resolution stage"
         )
     try:
-        return create_attention(spec.type, channels, **structural, **spec.params)
+        module = create_attention(spec.type, channels, **structural, **spec.params)
+        if feature_size is not None and hasattr(module, "check_feature_size"):
+            module.check_feature_size(feature_size)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    return module
 
 
 class _ResidualBlock(nn.Module):
@@ -100,10 +104,11 @@ class _ResidualBlock(nn.Module):
         return False
 
     def _conv_unit(self, spec: AttentionSpec, is_conv: bool, in_ch: int, out_ch: int, stride: int,
-                   groups: int, where: str) -> tuple[nn.Module, nn.Module, nn.Module]:
+                   groups: int, where: str, size: int | None) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The 3x3 unit; ``size`` is the side of the map it reads."""
         if is_conv:
             # the module brings its own normalisation and activation
-            module = build_attention(spec, in_ch, where, out_channels=out_ch, stride=stride)
+            module = build_attention(spec, in_ch, where, size, out_channels=out_ch, stride=stride)
             return module, nn.Identity(), nn.Identity()
         return conv3x3(in_ch, out_ch, stride, groups), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)
 
@@ -139,7 +144,8 @@ class BasicBlock(_ResidualBlock):
         self.in_channels, self.out_channels = in_channels, out
         is_conv = self._set_attention(
             spec, {"pre": in_channels, "inner": out, "standard": out, "identity": out, "post": out}, where, in_size, out_size)
-        self.conv1, self.bn1, self.act1 = self._conv_unit(spec, is_conv, in_channels, out, stride, 1, where)
+        self.conv1, self.bn1, self.act1 = self._conv_unit(spec, is_conv, in_channels, out, stride, 1, where,
+                                                           in_size)
         self.conv2, self.bn2 = conv3x3(out, out), nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(shortcut, in_channels, out, stride, where)
@@ -173,7 +179,8 @@ class Bottleneck(_ResidualBlock):
             spec, {"pre": in_channels, "inner": mid, "standard": out, "identity": out, "post": out}, where, in_size, out_size)
         stride_1x1, stride_3x3 = (stride, 1) if stride_on == "1x1" else (1, stride)
         self.conv1, self.bn1 = conv1x1(in_channels, mid, stride_1x1), nn.BatchNorm2d(mid)
-        self.conv2, self.bn2, self.act2 = self._conv_unit(spec, is_conv, mid, mid, stride_3x3, groups, where)
+        self.conv2, self.bn2, self.act2 = self._conv_unit(
+            spec, is_conv, mid, mid, stride_3x3, groups, where, out_size if stride_on == "1x1" else in_size)
         self.conv3, self.bn3 = conv1x1(mid, out), nn.BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(shortcut, in_channels, out, stride, where)

@@ -92,7 +92,15 @@ _PAPER_PLACEMENT: dict[str, dict] = {
     # the closest placement is after the last block, where resolution is lowest
     "danet": dict(backbone=None, position="post", last_block_only=True),
     "ea": dict(backbone=None, position="post", last_block_only=True),
+    # SCNet-50 is torchvision's ResNet-50 with every bottleneck's 3x3 unit
+    # self-calibrated (backseason/SCNet, scnet50: no deep stem, no avg-down)
+    "sc": dict(backbone="resnet50", stride_on="3x3"),
+    # ResT puts x + EMSA(LN(x)) in every block, on the main path (the block
+    # output here); heads and sr per stage as ResT-Lite, fitted in _fit_groups
+    "emsa": dict(backbone=None, position="post"),
 }
+#: ResT-Lite's heads and key/value reduction per stage (wofmanaf/ResT, rest_lite)
+_REST_LITE = {"heads": (1, 2, 4, 8), "sr": (8, 4, 2, 1)}
 
 
 def paper_config(backbone: str, attention: str, **overrides) -> ArchConfig:
@@ -144,8 +152,9 @@ def _largest_divisor(n: int, at_most: int) -> int:
 def _fit_groups(attention: str, defaults: dict, overrides: dict, cfg: ArchConfig, s: int) -> dict:
     """Group counts the paper set for ResNet-50 widths do not divide a small
     CIFAR stage (SA's G = 64 with 16 channels): use the largest divisor not
-    above the paper's value (and PSA's r no larger than a part's channels).
-    On the paper's own backbone nothing changes. Values the caller set are
+    above the paper's value (and PSA's r no larger than a part's channels);
+    EMSA takes ResT-Lite's heads and sr of the same stage, fitted to the
+    stage (:func:`_fit_emsa`). On the paper's own backbone nothing changes. Values the caller set are
     left alone."""
     width = cfg.stages[s].width
     mid = int(width * cfg.base_width / 64) * cfg.groups if cfg.block == "bottleneck" else width
@@ -159,6 +168,8 @@ def _fit_groups(attention: str, defaults: dict, overrides: dict, cfg: ArchConfig
         return {"groups": _largest_divisor(out // 2, defaults["groups"])}
     if attention == "sk" and "G" not in overrides:
         return {"G": _largest_divisor(mid, defaults["G"])}
+    if attention == "emsa":
+        return _fit_emsa(overrides, cfg, s, out)
     if attention == "psa" and "groups" not in overrides:
         kernels = overrides.get("kernels", defaults["kernels"])
         split = mid // len(kernels)
@@ -167,3 +178,24 @@ def _fit_groups(attention: str, defaults: dict, overrides: dict, cfg: ArchConfig
             fitted["r"] = min(defaults["r"], split)
         return fitted
     return {}
+
+
+def _fit_emsa(overrides: dict, cfg: ArchConfig, s: int, channels: int) -> dict:
+    """ResT-Lite's heads and sr for stage ``s`` (its last for deeper stages),
+    heads cut to a divisor of the channels and sr raised to the smallest
+    whose attention map fits the stage's output (where the post position
+    reads it): on ResNet-50 at 224 the 56 x 56 first stage needs sr 14, not 8."""
+    from .attention.emsa import EMSA, reduced_side
+    from .models import stage_feature_sizes
+
+    i = min(s, len(_REST_LITE["sr"]) - 1)
+    fitted = {}
+    if "heads" not in overrides:
+        fitted["heads"] = _largest_divisor(channels, _REST_LITE["heads"][i])
+    if "sr" not in overrides:
+        side = stage_feature_sizes(cfg)[s]
+        sr = min(_REST_LITE["sr"][i], side)
+        while sr < side and side * side * reduced_side(side, sr) ** 2 > EMSA.max_map:
+            sr += 1
+        fitted["sr"] = sr
+    return fitted

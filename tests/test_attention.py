@@ -55,6 +55,22 @@ def psa_params(C, out, kernels=(3, 5, 7, 9), groups=(1, 4, 8, 16), r=16, **_):
     return convs + se + 2 * out
 
 
+def sc_params(C, out, **_):
+    a, b = C // 2, out // 2  # K1, K4: a -> b with the stride; K2, K3: a -> a; a BN after each
+    return 2 * (9 * a * b + 2 * b) + 2 * (9 * a * a + 2 * a)
+
+
+def emsa_params(C, heads=1, sr=1, qkv_bias=True, **_):
+    # ResT's Attention (q, kv, proj; sr conv + LayerNorm; transform conv) plus
+    # the LayerNorm its Block puts before it
+    attention = 3 * C * C + (3 * C if qkv_bias else 0) + C * C + C
+    if sr > 1:
+        attention += C * (sr + 1) ** 2 + C + 2 * C
+    if heads > 1:
+        attention += heads * heads + heads
+    return 2 * C + attention
+
+
 GATES = {
     "se": (se_params, [{}, {"r": 4}, {"r": 8, "squeeze": "max", "gate": "hard_sigmoid"}]),
     "eca": (eca_params, [{}, {"k_size": 5}, {"k_size": 9}]),
@@ -63,18 +79,23 @@ GATES = {
     "danet": (danet_params, [{}, {"r": 4}, {"r": 16}]),
     "ea": (ea_params, [{}, {"S": 16}, {"S": 128}, {"wrapper": "official"}, {"S": 16, "wrapper": "official"}]),
     "bam": (bam_params, [{}, {"r": 4}, {"r": 8, "num_dilated": 1, "dilation": 2}, {"combine": "product"}]),
+    "emsa": (emsa_params, [{}, {"heads": 4, "sr": 2}, {"heads": 2, "sr": 4, "qkv_bias": False}, {"sr": 3}]),
 }
+# parameters no loss can move, in the official modules too: a per-head bias
+# added before a softmax over the keys (EMSA's transform conv) cancels out
+_DEAD_BY_DESIGN = {"attention.transform.bias"}
 CONVS = {
     "sk": (sk_params, [{"G": 8}, {"M": 3, "G": 16, "r": 8, "L": 16}, {"M": 2, "G": 1, "kernels": [3, 7]}]),
     "psa": (psa_params, [{"groups": [1, 2, 4, 8]}, {"kernels": [3, 5], "groups": [1, 2], "r": 4},
                          {"kernels": [3, 5, 7, 9], "groups": [1, 1, 1, 1], "r": 2}]),
+    "sc": (sc_params, [{}, {"r": 2}, {"r": 8, "upsample": "bilinear"}]),
 }
 
 
 def test_registry_holds_every_module_of_the_design():
-    assert attention_names() == ["none", "bam", "cbam", "danet", "ea", "eca", "psa", "sa", "se", "sk"]
-    assert {n: attention_kind(n) for n in ("sk", "psa", "bam", "se")} == {
-        "sk": "conv", "psa": "conv", "bam": "transition", "se": "gate"}
+    assert attention_names() == ["none", "bam", "cbam", "danet", "ea", "eca", "emsa", "psa", "sa", "sc", "se", "sk"]
+    assert {n: attention_kind(n) for n in ("sk", "psa", "sc", "bam", "se", "emsa")} == {
+        "sk": "conv", "psa": "conv", "sc": "conv", "bam": "transition", "se": "gate", "emsa": "gate"}
 
 
 def _randomise(module):
@@ -89,6 +110,8 @@ def _randomise(module):
 def _check_gradients(module, y):
     (y * torch.randn_like(y)).sum().backward()
     for name, p in module.named_parameters():
+        if name in _DEAD_BY_DESIGN:
+            continue
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
@@ -269,6 +292,12 @@ BAD = [
     ("bam", 8, {"r": 16}, "bam: r must be an integer in [1, 8]"),
     ("danet", 8, {"r": 16}, "danet: r must be an integer in [1, 8]"),
     ("ea", 64, {"S": 0}, "ea: S must be an integer >= 1, got 0"),
+    ("sc", 63, {}, "sc: input channels must be even (split between the two paths), got 63"),
+    ("sc", 64, {"r": 0}, "sc: r must be an integer >= 1, got 0"),
+    ("sc", 64, {"upsample": "cubic"}, "sc: upsample must be one of nearest, bilinear, got 'cubic'"),
+    ("emsa", 64, {"heads": 3}, "emsa: heads=3 must divide channels=64; allowed: 1, 2, 4, 8, 16, 32, 64"),
+    ("emsa", 64, {"sr": 0}, "emsa: sr must be an integer >= 1, got 0"),
+    ("emsa", 64, {"qkv_bias": 1}, "emsa: qkv_bias must be true or false, got 1"),
     ("se", 64, {"k": 3}, "unknown parameter 'k' for attention 'se'; allowed: gate, r, squeeze"),
 ]
 

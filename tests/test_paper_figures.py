@@ -8,6 +8,8 @@ How the papers count (checked by recounting their official code):
 - ECA reports mebi-units: params / 2**20 and old-thop operations / 2**30
   (BangguWu/ECANet, paras_flops.py with clever_format); the figures below are
   converted back (x 2**20, x 2**30).
+- SCNet-50 (official README) counts on torchvision's layout; its 4.0G is
+  given to one decimal.
 - SA-Net and EPSANet count with an fvcore-style tool on torchvision's layout
   (conv + fc MACs plus BN), SKNet on ResNeXt-50 32x4d in torchvision's layout.
 """
@@ -35,6 +37,9 @@ FIGURES = [
     ("psa", "resnet50", 22.56e6, 3.62e9,
      "Zhang et al. 2021 (EPSANet, arXiv 2105.14447), ImageNet results, EPSANet-50 (Small): 22.56M,"
      " 3.62 GFLOPs, as in the official README (murufeng/EPSANet)"),
+    ("sc", "resnet50", 25.56e6, 4.0e9,
+     "Liu et al. 2020 (SCNet, CVPR), official README (backseason/SCNet), SCNet-50: 25.56M params,"
+     " 4.0G multiply-adds (one decimal: the counted 3.93G is the official layout's conv + fc MACs)"),
     ("sk", "resnext50_32x4d", 27.5e6, 4.47e9,
      "Li et al. 2019 (SKNet, arXiv 1903.06586), Table 2, SKNet-50: 27.5M, 4.47 GFLOPs;"
      " same in the official README (implus/SKNet)"),
@@ -60,6 +65,10 @@ def test_exact_counts_of_the_official_code():
         ("resnet50", "sa"): 25_557_740,
         ("resnet50", "psa"): 22_561_715,
         ("resnext50_32x4d", "sk"): 27_479_784,
+        # backseason/SCNet scnet50: the convs of torchvision's ResNet-50 (two half-width 1x1s = one 1x1;
+        # K1..K4 at half width = one 3x3), plus a BN of half the width for each of K1..K4 where
+        # ResNet-50 has one BN: 2 x planes more per block over 16 blocks, 25,557,032 + 7,552
+        ("resnet50", "sc"): 25_564_584,
     }
     got = {key: nas.count_parameters(nas.build_model(nas.paper_config(*key))) for key in exact}
     assert got == exact

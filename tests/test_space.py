@@ -16,7 +16,7 @@ from nas.space import load_space, parse_space, space_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ["bam", "cbam", "danet", "ea", "eca", "mixed", "psa", "sa", "se", "sk"]
+SHIPPED = ["bam", "cbam", "danet", "ea", "eca", "emsa", "mixed", "psa", "sa", "sc", "se", "sk"]
 N_TRIALS = 40
 N_BLOCKS = 3  # resnet20: three basic blocks per stage
 

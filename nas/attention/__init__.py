@@ -16,9 +16,11 @@ from .cbam import CBAM
 from .danet import DualAttention
 from .ea import ExternalAttention
 from .eca import ECA
+from .emsa import EMSA
 from .none import NoAttention
 from .psa import PSAConv
 from .sa import ShuffleAttention
+from .sc import SCConv
 from .se import SqueezeExcite
 from .sk import SKConv
 
@@ -38,6 +40,8 @@ register_attention("sa", ShuffleAttention)
 register_attention("psa", PSAConv)
 register_attention("danet", DualAttention)
 register_attention("ea", ExternalAttention)
+register_attention("sc", SCConv)
+register_attention("emsa", EMSA)
 
 __all__ = [
     "COMPUTE_REVISION",

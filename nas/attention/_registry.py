@@ -11,6 +11,11 @@ keyword arguments with the paper's defaults, and declares a class attribute
   built as ``cls(in_channels, out_channels=..., stride=..., **hyperparameters)``.
 * ``"transition"``: placed once at the end of a stage (BAM), not per block.
 
+A module whose hyper-parameters must fit the feature map it sees (a pooling
+rate, a reduction stride, an attention map's size) defines
+``check_feature_size(self, size)``, raising ``ValueError`` that names the
+parameter; the block calls it with the side of the map the module reads.
+
 Adding a module means one new file and one :func:`register_attention` line.
 """
 from __future__ import annotations
