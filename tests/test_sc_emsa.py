@@ -217,3 +217,35 @@ def test_space_parameters_reach_the_modules(name):
                     seen.add("position")
         study.tell(trial, 0.0)
     assert seen == ({"r", "upsample"} if name == "sc" else {"heads", "sr", "position"})
+
+
+# ---- the profiler counts their arithmetic
+
+
+@pytest.mark.parametrize("heads,sr", [(1, 1), (2, 4), (4, 2)])
+def test_emsa_macs_include_the_attention_matmuls(heads, sr):
+    c, side = 32, 16
+    m = create_attention("emsa", c, heads=heads, sr=sr)
+    n = side * side
+    n_kv = (side // sr) ** 2 if sr > 1 else n  # 16 / 4 -> 4x4, 16 / 2 -> 8x8
+    expected = (n * c * c  # W_q
+                + n_kv * 2 * c * c  # W_kv
+                + 2 * n * n_kv * c  # Q K^T and A V over all heads
+                + n * c * c  # W_p
+                + (n_kv * c * (sr + 1) ** 2 if sr > 1 else 0)  # depthwise reduction
+                + (heads * heads * n * n_kv if heads > 1 else 0))  # transform conv across heads
+    cost = nas.profile(m, (c, side, side))
+    assert cost["macs"] == expected
+    assert cost["elementwise"] >= 3 * heads * n * n_kv  # the softmax over each head's map at least
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sc_macs_are_its_four_convs(stride):
+    c, out, side, r = 16, 32, 16, 4
+    m = create_attention("sc", c, out_channels=out, stride=stride, r=r)
+    a, b, out_side = c // 2, out // 2, side // stride
+    expected = (2 * out_side ** 2 * 9 * a * b  # K1 and K4, strided
+                + (side // r) ** 2 * 9 * a * a  # K2 on the pooled map
+                + side ** 2 * 9 * a * a)  # K3 at the input's resolution
+    cost = nas.profile(m, (c, side, side))
+    assert cost["macs"] == expected and cost["elementwise"] > 0
