@@ -211,3 +211,40 @@ def test_evaluation_reuses_the_training_choice_without_timing(monkeypatch):
     with torch.no_grad():
         m(torch.randn(16, 16, 4, 4))  # a shape training never saw is timed (forward only)
     assert len(timings) > trained
+
+
+@pytest.mark.parametrize("formulation", ["plain", "fused"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_emsa_fused_attention_is_the_written_softmax_attention(formulation, precision, monkeypatch):
+    # single-head EMSA picks between softmax(Q K^T s) V as written and PyTorch's
+    # fused kernel; both must give the module's reference-mode result
+    torch.manual_seed(0)
+    m = create_attention("emsa", 16, heads=1, sr=2)
+    x = torch.randn(2, 16, 8, 8).to(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    att = m.attention
+    keys = []
+    original = device.run_fastest
+
+    def pinning(op, forms, tensors, settings=()):
+        key = device.kernel_key(op, tensors, settings)
+        keys.append(key)
+        device.pin_kernel(key, formulation, False)
+        return original(op, forms, tensors, settings)
+
+    def run():
+        xx = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            y = m(xx)
+        y.float().backward(grad)
+        return y.float(), xx.grad, att.q.weight.grad.clone()
+
+    with device.reference_kernels():
+        want = run()
+    m.zero_grad()
+    monkeypatch.setattr("nas.attention.emsa.run_fastest", pinning)
+    got = run()
+    assert keys and keys[0][0] == "attention"
+    tol = 1e-4 if precision == "fp32" else 3e-2
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=tol, atol=tol * w.abs().max().item())
