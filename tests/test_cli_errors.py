@@ -70,7 +70,7 @@ def workdir(tmp_path_factory, cifar10_root):
 
 CASES = {
     "unknown space": (["--space", "nosuch"],
-                      "unknown space 'nosuch'; available: bam, cbam, danet, ea, eca, mixed, psa, sa, se, sk"),
+                      "unknown space 'nosuch'; available: bam, cbam, danet, ea, eca, emsa, mixed, psa, sa, sc, se, sk"),
     "malformed YAML": (["--space", "malformed.yaml"], "malformed YAML at line 3"),
     "unknown key": (["--space", "unknown_key.yaml"], "unknown key 'bogus'; allowed: description, backbone"),
     "wrong type": (["--space", "wrong_type.yaml"], "params.se.r: expected an integer, got 'fast'"),
