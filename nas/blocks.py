@@ -3,7 +3,7 @@
 Both blocks share one layout so that attention plugs in the same way:
 
 * a replaceable 3x3 conv unit (``conv`` + ``bn`` + ``act``): a conv-kind
-  attention module (SK, PSA) takes the place of all three;
+  attention module (SK, PSA, SC) takes the place of all three;
 * one optional gate-type module (``self.attention``) at one of
   :data:`nas.config.POSITIONS`.
 

@@ -272,16 +272,20 @@ def kernel_key(op: str, tensors: tuple[torch.Tensor, ...], settings: tuple = ())
     return (op, settings, _autocast_dtype(device_type), torch.is_grad_enabled(), layouts)
 
 
-def _sans_batch(key: tuple) -> tuple:
+def _sans_batch(key: tuple, batched: int = 1) -> tuple:
     op, settings, amp, _, layouts = key
-    return op, settings, amp, tuple((shape[1:], *rest) for shape, *rest in layouts[:1]) + layouts[1:]
+    return op, settings, amp, tuple((shape[1:], *rest) for shape, *rest in layouts[:batched]) + layouts[batched:]
 
 
-def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = ()):
+def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = (),
+                batched: int = 1):
     """``formulations[name](*tensors)`` for the fastest name on this machine
     for this shape (see above); the first entry is the plain formulation.
     ``settings`` (hashable) holds whatever else, besides the tensors' shapes,
-    layouts and dtypes, changes the work (stride, groups ...)."""
+    layouts and dtypes, changes the work (stride, groups ...). The first
+    ``batched`` tensors carry the batch in dim 0 (a conv's input, not its
+    weight; attention's queries, keys and values), so evaluation at another
+    batch size finds training's choice."""
     names = list(formulations)
     x = tensors[0]
     device_type = x.device.type
@@ -295,7 +299,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
         # evaluation (no autograd, larger batches) takes what training chose for
         # the same op on the same per-image shapes: timing every formulation
         # again on 1000-image batches would cost more than it could save
-        choice = _trained_choices.get(_sans_batch(key))
+        choice = _trained_choices.get(_sans_batch(key, batched))
     if choice is None:
         timed: dict[tuple[str, bool], float] = {}
         for name in names:  # the plain formulation first: it sets the bar the others must stay near
@@ -307,7 +311,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
         fastest = min(timed, key=timed.get)
         choice = fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
         if backward:
-            _trained_choices[_sans_batch(key)] = choice
+            _trained_choices[_sans_batch(key, batched)] = choice
     _kernel_choices[key] = choice
     name, fp32 = choice
     return _call(formulations[name], tensors, fp32, device_type)

@@ -170,6 +170,9 @@ def _fit_groups(attention: str, defaults: dict, overrides: dict, cfg: ArchConfig
         return {"G": _largest_divisor(mid, defaults["G"])}
     if attention == "emsa":
         return _fit_emsa(overrides, cfg, s, out)
+    if attention == "sc" and "groups" not in overrides and cfg.groups > 1:
+        # the official SCConv takes the backbone's cardinality
+        return {"groups": _largest_divisor(mid // 2, cfg.groups)}
     if attention == "psa" and "groups" not in overrides:
         kernels = overrides.get("kernels", defaults["kernels"])
         split = mid // len(kernels)

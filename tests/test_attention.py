@@ -55,9 +55,9 @@ def psa_params(C, out, kernels=(3, 5, 7, 9), groups=(1, 4, 8, 16), r=16, **_):
     return convs + se + 2 * out
 
 
-def sc_params(C, out, **_):
+def sc_params(C, out, groups=1, **_):
     a, b = C // 2, out // 2  # K1, K4: a -> b with the stride; K2, K3: a -> a; a BN after each
-    return 2 * (9 * a * b + 2 * b) + 2 * (9 * a * a + 2 * a)
+    return 2 * (9 * a * b // groups + 2 * b) + 2 * (9 * a * a // groups + 2 * a)
 
 
 def emsa_params(C, heads=1, sr=1, qkv_bias=True, **_):
@@ -88,7 +88,7 @@ CONVS = {
     "sk": (sk_params, [{"G": 8}, {"M": 3, "G": 16, "r": 8, "L": 16}, {"M": 2, "G": 1, "kernels": [3, 7]}]),
     "psa": (psa_params, [{"groups": [1, 2, 4, 8]}, {"kernels": [3, 5], "groups": [1, 2], "r": 4},
                          {"kernels": [3, 5, 7, 9], "groups": [1, 1, 1, 1], "r": 2}]),
-    "sc": (sc_params, [{}, {"r": 2}, {"r": 8, "upsample": "bilinear"}]),
+    "sc": (sc_params, [{}, {"r": 2}, {"r": 8, "upsample": "bilinear"}, {"groups": 8}]),
 }
 
 
@@ -294,6 +294,7 @@ BAD = [
     ("ea", 64, {"S": 0}, "ea: S must be an integer >= 1, got 0"),
     ("sc", 63, {}, "sc: input channels must be even (split between the two paths), got 63"),
     ("sc", 64, {"r": 0}, "sc: r must be an integer >= 1, got 0"),
+    ("sc", 64, {"groups": 3}, "sc: groups=3 must divide input channels / 2=32"),
     ("sc", 64, {"upsample": "cubic"}, "sc: upsample must be one of nearest, bilinear, got 'cubic'"),
     ("emsa", 64, {"heads": 3}, "emsa: heads=3 must divide channels=64; allowed: 1, 2, 4, 8, 16, 32, 64"),
     ("emsa", 64, {"sr": 0}, "emsa: sr must be an integer >= 1, got 0"),

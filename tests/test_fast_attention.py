@@ -226,11 +226,11 @@ def test_emsa_fused_attention_is_the_written_softmax_attention(formulation, prec
     keys = []
     original = device.run_fastest
 
-    def pinning(op, forms, tensors, settings=()):
+    def pinning(op, forms, tensors, settings=(), **kwargs):
         key = device.kernel_key(op, tensors, settings)
         keys.append(key)
         device.pin_kernel(key, formulation, False)
-        return original(op, forms, tensors, settings)
+        return original(op, forms, tensors, settings, **kwargs)
 
     def run():
         xx = x.clone().requires_grad_()
@@ -248,3 +248,18 @@ def test_emsa_fused_attention_is_the_written_softmax_attention(formulation, prec
     tol = 1e-4 if precision == "fp32" else 3e-2
     for g, w in zip(got, want):
         assert torch.allclose(g, w, rtol=tol, atol=tol * w.abs().max().item())
+
+
+def test_evaluation_reuses_emsa_attention_choice_at_another_batch(monkeypatch):
+    # queries, keys and values all carry the batch: evaluation at 1000 images
+    # must find what training at 8 chose
+    m = create_attention("emsa", 16, heads=1, sr=2)
+    timings = []
+    timer = device._time_formulation
+    monkeypatch.setattr(device, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
+    m(torch.randn(8, 16, 8, 8)).sum().backward()
+    trained = len(timings)
+    assert trained == 2  # written and fused, once
+    with torch.no_grad():
+        m(torch.randn(32, 16, 8, 8))
+    assert len(timings) == trained

@@ -8,8 +8,8 @@ How the papers count (checked by recounting their official code):
 - ECA reports mebi-units: params / 2**20 and old-thop operations / 2**30
   (BangguWu/ECANet, paras_flops.py with clever_format); the figures below are
   converted back (x 2**20, x 2**30).
-- SCNet-50 (official README) counts on torchvision's layout; its 4.0G is
-  given to one decimal.
+- SCNet-50 (official README) is torchvision's layout; its 4.0G is 1.9 %
+  over the layout's conv + fc MACs (3.925G), so its counter counted more.
 - SA-Net and EPSANet count with an fvcore-style tool on torchvision's layout
   (conv + fc MACs plus BN), SKNet on ResNeXt-50 32x4d in torchvision's layout.
 """
@@ -39,7 +39,8 @@ FIGURES = [
      " 3.62 GFLOPs, as in the official README (murufeng/EPSANet)"),
     ("sc", "resnet50", 25.56e6, 4.0e9,
      "Liu et al. 2020 (SCNet, CVPR), official README (backseason/SCNet), SCNet-50: 25.56M params,"
-     " 4.0G multiply-adds (one decimal: the counted 3.93G is the official layout's conv + fc MACs)"),
+     " 4.0G multiply-adds (the official layout's conv + fc MACs are 3.925G, 1.9 % under it: the README's"
+     " counter counted something more, which it does not name)"),
     ("sk", "resnext50_32x4d", 27.5e6, 4.47e9,
      "Li et al. 2019 (SKNet, arXiv 1903.06586), Table 2, SKNet-50: 27.5M, 4.47 GFLOPs;"
      " same in the official README (implus/SKNet)"),

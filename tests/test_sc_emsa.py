@@ -71,6 +71,14 @@ def test_sc_replaces_the_bottleneck_3x3_as_scnet_does():
     assert out.shape == (1, 512, 8, 8)
 
 
+def test_sc_takes_resnext_cardinality_as_the_official_code():
+    cfg = nas.paper_config("resnext50_32x4d", "sc")
+    assert {b.attention.params["groups"] for _, _, b in cfg.blocks()} == {32}
+    unit = nas.build_model(cfg).layer1[0].conv2  # 128-wide 3x3 unit: halves of 64, 32 groups of 2
+    assert {k[0].groups for k in (unit.k1, unit.k2, unit.k3, unit.k4)} == {32}
+    assert "groups" not in nas.paper_config("resnet50", "sc").stages[0].blocks[0].attention.params
+
+
 # ---- EMSA: ResT's Attention inside x + EMSA(LN(x))
 
 

@@ -93,7 +93,7 @@ class EfficientSelfAttention(nn.Module):
         else:
             scale = self.scale
             out = run_fastest("attention", {"plain": lambda *t: _attend(*t, scale),
-                                            "fused": lambda *t: _attend_fused(*t, scale)}, (q, k, v), (scale,))
+                                            "fused": lambda *t: _attend_fused(*t, scale)}, (q, k, v), batched=3)
         out = out.transpose(1, 2).reshape(n, length, c)
         return self.proj(out)
 

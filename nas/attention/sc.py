@@ -15,7 +15,9 @@ bottleneck each half is the output of its own 1x1 conv; here the block's one
   Y2' = BN(K3 * X2) . sigmoid(X2 + X2') (Eq. 3);
   Y2 = ReLU(BN(K4 * Y2')) (Eq. 4; K4 carries the stride).
 
-Output: concat(Y1, Y2). K1..K4 are 3x3 convs without bias, each with a BN.
+Output: concat(Y1, Y2). K1..K4 are 3x3 convs without bias, each with a BN,
+with ``groups`` groups (the official code passes the backbone's cardinality;
+:func:`nas.paper_config` does so on ResNeXt).
 The paper's text upsamples bilinearly; the official code calls
 ``F.interpolate`` without a mode, which is nearest-neighbour, and its
 released models were trained so: ``upsample="nearest"`` is the default,
@@ -27,8 +29,8 @@ halves of the block input's channels, with the same four convs; K2, K3 and
 the gate keep the input's half width and K1, K4 map it to half the output
 width, so a stage's first block (more output channels, stride 2) works too.
 
-Parameters, with a = C_in / 2 and b = C_out / 2: K1 and K4 9ab + 2b each,
-K2 and K3 9a^2 + 2a each: 18ab + 18a^2 + 4a + 4b.
+Parameters, with a = C_in / 2, b = C_out / 2 and g groups: K1 and K4
+9ab/g + 2b each, K2 and K3 9a^2/g + 2a each: (18ab + 18a^2)/g + 4a + 4b.
 """
 from __future__ import annotations
 
@@ -36,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_divides, check_int
 
 UPSAMPLING = ("nearest", "bilinear")
 
 
-def _conv_bn(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+def _conv_bn(in_channels: int, out_channels: int, stride: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, groups=groups, bias=False),
                          nn.BatchNorm2d(out_channels))
 
 
@@ -50,7 +52,7 @@ class SCConv(nn.Module):
     kind = "conv"
 
     def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1, r: int = 4,
-                 upsample: str = "nearest") -> None:
+                 upsample: str = "nearest", groups: int = 1) -> None:
         super().__init__()
         out = channels if out_channels is None else out_channels
         for what, n in (("input", channels), ("output", out)):
@@ -59,10 +61,12 @@ class SCConv(nn.Module):
         self.r = check_int("sc", "r", r, 1)
         self.upsample = check_choice("sc", "upsample", upsample, UPSAMPLING)
         a, b = channels // 2, out // 2
-        self.k1 = _conv_bn(a, b, stride)
-        self.k2 = _conv_bn(a, a)
-        self.k3 = _conv_bn(a, a)
-        self.k4 = _conv_bn(a, b, stride)
+        check_divides("sc", "groups", groups, a, "input channels / 2")
+        check_divides("sc", "groups", groups, b, "output channels / 2")
+        self.k1 = _conv_bn(a, b, stride, groups)
+        self.k2 = _conv_bn(a, a, 1, groups)
+        self.k3 = _conv_bn(a, a, 1, groups)
+        self.k4 = _conv_bn(a, b, stride, groups)
 
     def check_feature_size(self, size: int) -> None:
         """The r x r pooling needs a map at least r wide."""
