@@ -183,7 +183,7 @@ def _override_fidelity(space, args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchRun, format_front, pareto_front, run_search, study_seed_std
+    from .search import SearchRun, baseline_trial, format_front, pareto_front, run_search, study_seed_std
     from .space import check_constraints, load_space
     from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
 
@@ -226,7 +226,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0  # a worker started by run_workers: the parent prints the front
     front = pareto_front(study)
     print(f"\nPareto front of study {study_name!r} ({len(front)} of {len(study.trials)} trials):")
-    print(format_front(front, study_seed_std(study)) if front else "(no completed, trained trial yet)")
+    print(format_front(front, study_seed_std(study), baseline_trial(study)) if front
+          else "(no completed, trained trial yet)")
     storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
     print(f"next: python search.py report --study {study_name}{storage}    "
           f"python search.py export --study {study_name}{storage} --pick knee -o {study_name}-best.yaml")
@@ -256,9 +257,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     front = out["front"]
     if len(front):
         shown = front.assign(macs=(front.macs / 1e6).round(2).astype(str) + "M",
-                             accuracy_std=front.accuracy_std.map(lambda v: "" if v is None or v != v else f"{v:.4f}"))
+                             accuracy_std=front.accuracy_std.map(lambda v: "" if v is None or v != v else f"{v:.4f}"),
+                             delta_accuracy=front.delta_accuracy.map(lambda v: "" if v is None or v != v else f"{v:+.4f}"),
+                             delta_macs=front.delta_macs.map(lambda v: "" if v is None or v != v else f"{v / 1e6:+.2f}M"))
         timed = ["latency_ms"] if front.latency_ms.notna().any() else []
-        print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", *timed, "params",
+        deltas = ["delta_accuracy", "delta_macs"] if out["baseline"] is not None else []
+        print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", *timed, "params", *deltas,
                      "attention"]].to_string(index=False))
         if front.noise.astype(bool).any():
             from .noise import marks_legend
@@ -266,6 +270,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print(marks_legend(out["seed_std"]))
     else:
         print("(no completed, trained trial yet)")
+    base = out["baseline"]
+    if base is not None:
+        std = "" if base["accuracy_std"] is None else f" ± {base['accuracy_std']:.4f}"
+        print(f"baseline (no attention): trial {base['trial']}, accuracy {base['val_accuracy']:.4f}{std}, "
+              f"{base['macs'] / 1e6:.2f}M MACs; delta_* columns are against it")
+    else:
+        print("baseline (no attention): not trained in this study, so no delta_* columns")
     ref = out["reference"]
     if out["cost_objective"] == "latency":
         print(f"hypervolume {out['hypervolume']:.4f} (accuracy x ms per training step; reference point: "

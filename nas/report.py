@@ -18,7 +18,7 @@ from .errors import NasError
 from .models import build_model
 from .profile import profile
 from .noise import neighbour_marks
-from .search import pareto_front, study_seed_std
+from .search import baseline_trial, pareto_front, study_seed_std
 from .storage import DEFAULT_STORAGE, mask_url
 
 PICKS = ("knee", "accuracy", "smallest")
@@ -70,10 +70,21 @@ def _has_retry(study: optuna.Study, number: int) -> bool:
 
 
 def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
-    """The front on mean accuracies, with each point's seed spread and its
-    noise mark against the cheaper neighbour (:func:`nas.noise.neighbour_marks`)."""
+    """The front on mean accuracies, with each point's seed spread, its
+    noise mark against the cheaper neighbour (:func:`nas.noise.neighbour_marks`)
+    and its accuracy and MACs against the study's attention-free baseline
+    (``delta_*``; empty when the study has no trained baseline)."""
     front = pareto_front(study)
     marks = neighbour_marks(front, seed_std)
+    base = baseline_trial(study)
+
+    def delta(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        # what attention bought and cost against the attention-free backbone
+        if base is None:
+            return {"delta_accuracy": None, "delta_macs": None}
+        return {"delta_accuracy": t.values[0] - base.values[0],
+                "delta_macs": int(t.user_attrs["macs"]) - int(base.user_attrs["macs"])}
+
     return pd.DataFrame([{
         "trial": t.number, "val_accuracy": t.values[0], "accuracy_std": t.user_attrs.get("accuracy_std"),
         "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
@@ -81,9 +92,10 @@ def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
         "params": t.user_attrs["params"],
         "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
         "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
+        **delta(t), "baseline": bool(t.user_attrs.get("baseline")) or (base is not None and t.number == base.number),
     } for t, mark in zip(front, marks)], columns=["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs",
                                                   "latency_ms", "cost", "params", "elementwise", "structure_hash",
-                                                  "attention"])
+                                                  "attention", "delta_accuracy", "delta_macs", "baseline"])
 
 
 def cost_objective(study: optuna.Study) -> str:
@@ -154,6 +166,7 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     trials = trials_frame(study)
     seed_std = study_seed_std(study)
     front = front_frame(study, seed_std)
+    base = baseline_trial(study)
     ref = reference_point(study)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,6 +178,9 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     _plot(trials, front, ref, hv, study.study_name, plot, objective)
     return {"trials": trials, "front": front, "hypervolume": hv, "reference": ref, "seed_std": seed_std,
             "cost_objective": objective,
+            "baseline": None if base is None else {"trial": base.number, "val_accuracy": base.values[0],
+                                                   "accuracy_std": base.user_attrs.get("accuracy_std"),
+                                                   "macs": int(base.user_attrs["macs"])},
             "trials_csv": out / "trials.csv", "pareto_csv": out / "pareto.csv", "plot": plot}
 
 

@@ -265,8 +265,8 @@ class Objective:
         def at_rung(index: int, epochs: float, accuracy: float) -> bool:
             rungs.append([epochs, accuracy])
             trial.set_user_attr("rungs", rungs)
-            if index == len(f.rungs) - 1 or not self.halving:
-                return False
+            if index == len(f.rungs) - 1 or not self.halving or trial.user_attrs.get("baseline"):
+                return False  # the baseline is every report's reference: it always trains its budget
             others = self._rung_points(trial, index)
             return not halving.continues((accuracy, costs[0]), others, f.eta)
 
@@ -412,10 +412,51 @@ def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
         study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
     else:  # again: another worker may have created it meanwhile
         _check_same_data(run.study_name, study.user_attrs, data.fingerprint)
+    if run.worker_index == 0:
+        enqueue_baseline(study, run.space)
     if run.command and run.worker_index == 0:
         commands = list(study.user_attrs.get("commands", []))
         study.set_user_attr("commands", commands + [mask_url(run.command)])
     return study, url
+
+
+#: study user attr: the parameters of the attention-free architecture enqueued
+#: as the study's first trial (its trial carries user attr ``baseline``)
+BASELINE_ATTR = "baseline_params"
+
+
+def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
+    """Make the space's attention-free architecture the first trial of a new
+    study, so every report can say what attention bought. Once per study: a
+    resumed study, or one whose space has no ``none`` in some stage, gets
+    nothing. The trial is marked (user attr ``baseline``) and trains its full
+    budget, never stopped by halving."""
+    if study.trials or BASELINE_ATTR in study.user_attrs:
+        return
+    params = space.baseline_params()
+    if params is None:
+        study.set_user_attr(BASELINE_ATTR, None)  # asked once: this space has no attention-free architecture
+        return
+    study.set_user_attr(BASELINE_ATTR, params)
+    study.enqueue_trial(params, user_attrs={"baseline": True})
+
+
+def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's trained attention-free trial: the enqueued baseline, else
+    (studies made before it was enqueued) any complete trial of the same
+    architecture."""
+    trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if "not_trained" not in t.user_attrs and t.values]
+    marked = [t for t in trained if t.user_attrs.get("baseline")]
+    if marked:
+        return marked[0]
+    text = study.user_attrs.get(SPACE_ATTR)
+    if text is None:
+        return None
+    from .space import parse_space
+
+    base = parse_space(text).base_config().structure_hash()
+    return next((t for t in trained if t.user_attrs.get("structure_hash") == base), None)
 
 
 def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
@@ -533,21 +574,31 @@ def study_seed_std(study: optuna.Study) -> float:
                             if "duplicate_of" not in t.user_attrs])
 
 
-def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0) -> str:
+def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0,
+                 baseline: optuna.trial.FrozenTrial | None = None) -> str:
     """The front as a table: mean validation accuracy over the seeds a
-    point was trained with, its std, and the noise mark of
-    :func:`nas.noise.neighbour_marks` (explained under the table)."""
+    point was trained with, its std, the noise mark of
+    :func:`nas.noise.neighbour_marks` (explained under the table) and, given
+    the study's attention-free ``baseline``, accuracy and MACs against it."""
     marks = neighbour_marks(front, seed_std)
     timed = any("latency_ms" in t.user_attrs for t in front)
     lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  "
-             + (f"{'ms/step':>8}  " if timed else "") + f"{'params':>9}  attention"]
+             + (f"{'ms/step':>8}  " if timed else "") + f"{'params':>9}  "
+             + (f"{'Δ acc':>7}  {'Δ MACs':>8}  " if baseline is not None else "") + "attention"]
     for t, mark in zip(front, marks):
         seeds = len(t.user_attrs.get("seed_accuracies") or [0])
         std = t.user_attrs.get("accuracy_std")
         latency = f"{t.user_attrs.get('latency_ms', math.nan):8.1f}  " if timed else ""
+        delta = ""
+        if baseline is not None:
+            delta = (f"{t.values[0] - baseline.values[0]:+7.4f}  "
+                     f"{(t.user_attrs['macs'] - baseline.user_attrs['macs']) / 1e6:+7.2f}M  ")
         lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
                      f"{mark:>5}  {t.user_attrs['macs'] / 1e6:7.2f}M  {latency}{t.user_attrs['params']:>9,}  "
-                     f"{_attention_summary(t)}")
+                     f"{delta}{_attention_summary(t)}")
+    if baseline is not None:
+        lines.append(f"Δ: against the attention-free baseline, trial {baseline.number} "
+                     f"(accuracy {baseline.values[0]:.4f}, {baseline.user_attrs['macs'] / 1e6:.2f}M MACs)")
     if any(marks):
         lines.append(marks_legend(seed_std))
     return "\n".join(lines)

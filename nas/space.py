@@ -177,6 +177,25 @@ class SearchSpace:
         return preset_config(self.backbone, num_classes=num_classes, width_multiplier=self.width_multiplier)
 
     # ---- sampling
+    def baseline_params(self) -> dict[str, str] | None:
+        """The trial parameters that make :meth:`sample` build the
+        attention-free backbone (every searched stage or block ``none``), or
+        None when a stage of the space does not offer ``none``."""
+        params: dict[str, str] = {}
+        for s in self.stages:
+            choices = self.stage_types[s]
+            if "none" not in choices:
+                return None
+            if self.placement == "stage":
+                if len(choices) > 1:
+                    params[f"s{s}.type"] = "none"
+            else:
+                block_choices = [c for c in choices if _attention.attention_kind(c) != "transition"]
+                if len(block_choices) > 1:
+                    n_blocks = len(self.base_config().stages[s - 1].blocks)
+                    params.update({f"s{s}.b{b}.type": "none" for b in range(n_blocks)})
+        return params
+
     def sample(self, trial, num_classes: int | None = None) -> ArchConfig:
         """The architecture of ``trial`` (an ``optuna.Trial``; anything with
         ``suggest_categorical`` works). Only the chosen type's parameters are

@@ -43,10 +43,24 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     for t in study.trials:  # written before training, so every trial has them
         for key in ("macs", "params", "elementwise", "structure_hash", "config", "fidelity", "seed"):
             assert key in t.user_attrs, (t.number, key)
+    # trial 0 is the space's attention-free architecture, enqueued, trained to its budget
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] is True and set(baseline.params.values()) == {"none"}
+    assert baseline.params == {f"s{s}.type": "none" for s in (1, 2, 3)}
+    assert baseline.user_attrs["structure_hash"] == nas.preset_config("resnet20").structure_hash()
+    assert "Δ: against the attention-free baseline, trial 0" in out.stdout
 
     report = cli("report", "--study", space, "--storage", storage, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert "hypervolume" in report.stdout and "reference point" in report.stdout
+    assert f"baseline (no attention): trial 0, accuracy {baseline.values[0]:.4f}" in report.stdout
+    assert "delta_accuracy" in report.stdout and "delta_macs" in report.stdout
+    import pandas as pd
+
+    front = pd.read_csv(tmp_path / "studies" / space / "pareto.csv")
+    for row in front.itertuples():  # each front point against the baseline
+        assert row.delta_accuracy == pytest.approx(row.val_accuracy - baseline.values[0])
+        assert row.delta_macs == row.macs - baseline.user_attrs["macs"]
     for name in ("trials.csv", "pareto.csv", "pareto.png"):
         assert (tmp_path / "studies" / space / name).stat().st_size > 0
 
@@ -66,6 +80,7 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     study = _study(storage, space)
     assert len(study.trials) == 5 and [t.number for t in study.trials] == list(range(5))
     assert len(study.user_attrs["commands"]) == 2
+    assert [t.number for t in study.trials if t.user_attrs.get("baseline")] == [0]  # not enqueued again on resume
 
 
 def _custom_space(tmp_path, body: str) -> Path:
@@ -124,6 +139,9 @@ def test_halving_prunes_inside_a_study(tmp_path, cifar10_root):
         assert len(t.user_attrs["rungs"]) == 1 and t.user_attrs["pruned_at_epochs"] == t.user_attrs["rungs"][0][0]
     for t in complete:
         assert len(t.user_attrs["rungs"]) == 2
+    # the baseline (trial 0) is never stopped by halving: every report's reference
+    assert trials[0].user_attrs["baseline"] and trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert len(trials[0].user_attrs["rungs"]) == 2
     # a pruned trial was, when it stopped, outside the best half of those that had reached the rung
     for t in pruned:
         earlier = [u for u in trials if u.number < t.number and u.user_attrs.get("rungs")
@@ -239,3 +257,21 @@ def test_a_space_searched_in_latency(tmp_path, cifar10_root):
 def test_the_example_latency_space_loads():
     space = nas.space.load_space(REPO / "search_spaces" / "examples" / "sk-latency.yaml")
     assert space.objectives == ["accuracy", "latency", "macs"]
+
+
+def test_baseline_params_build_the_attention_free_backbone(tmp_path):
+    from optuna.trial import FixedTrial
+
+    from nas.space import load_space, parse_space
+
+    plain = nas.preset_config("resnet20").structure_hash()
+    for name in ("sk", "mixed", "bam", "emsa"):
+        space = load_space(name)
+        trial = FixedTrial(space.baseline_params())
+        assert space.sample(trial).structure_hash() == plain, name
+        assert set(trial.params) == set(space.baseline_params())  # nothing else is asked for
+    blocks = parse_space("backbone: resnet20\nplacement: block\nstages: [2]\ntypes: [none, se]\n")
+    assert blocks.baseline_params() == {f"s2.b{b}.type": "none" for b in range(3)}
+    assert blocks.sample(FixedTrial(blocks.baseline_params())).structure_hash() == plain
+    # a space with a stage that has no "none" has no attention-free architecture
+    assert parse_space("backbone: resnet20\ntypes: [se]\n").baseline_params() is None
