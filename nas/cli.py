@@ -27,7 +27,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
-COMMANDS = ("search", "spaces", "report", "export", "dashboard", "train", "calibrate")
+COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "train", "calibrate")
 
 
 def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="folder for trials.csv, pareto.csv, pareto.png "
                    "(default: studies/STUDY/)")
     r.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("compare", help="several studies' fronts in one table and one plot, hypervolumes "
+                                       "against one reference point")
+    c.add_argument("--study", action="append", required=True, metavar="NAME",
+                   help="a study to compare; give two or more")
+    c.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                   help="Optuna storage holding the studies (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
+    c.add_argument("--out", default=None, help="folder for compare.csv and compare.png "
+                   "(default: studies/compare-A-B-...)")
+    c.add_argument("--allow-different-fidelity", action="store_true",
+                   help="compare studies searched at different budgets (refused otherwise); the output says so")
+    c.set_defaults(func=_cmd_compare)
 
     e = sub.add_parser("export", help="write a chosen architecture to YAML, with its metrics and provenance")
     _add_storage_args(e, study_required=True)
@@ -241,6 +253,38 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     width = max(map(len, names))
     for name in names:
         print(f"{name:<{width}}  {load_space(name).description}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_studies
+    from .storage import load_study
+
+    if len(args.study) < 2:
+        raise NasError(f"compare needs at least two studies, got {len(args.study)}: give --study twice or more")
+    studies = [load_study(name, args.storage) for name in args.study]
+    out = compare_studies(studies, args.out or Path("studies") / ("compare-" + "-".join(args.study)),
+                          args.allow_different_fidelity)
+    if out["warning"]:
+        print(out["warning"])
+    table = out["table"]
+    latency = out["cost_objective"] == "latency"
+    shown = table.assign(
+        macs=(table.macs / 1e6).round(2).astype(str) + "M",
+        accuracy_std=table.accuracy_std.map(lambda v: "" if v is None or v != v else f"{v:.4f}"),
+        delta_accuracy=table.delta_accuracy.map(lambda v: "" if v is None or v != v else f"{v:+.4f}"),
+        merged_front=table.merged_front.map(lambda v: "*" if v else ""))
+    print(shown[["study", "trial", "val_accuracy", "accuracy_std", "seeds", "macs", *(["latency_ms"] if latency else []),
+                 "params", "delta_accuracy", "merged_front", "attention"]].to_string(index=False))
+    from .report import COST_UNITS
+
+    scale, _, unit = COST_UNITS[out["cost_objective"]]
+    ref = out["reference"]
+    print(f"hypervolume against one reference point (accuracy {ref[0]:g}, {ref[1] / scale:g}{unit}):")
+    for name, hv in out["hypervolumes"].items():
+        print(f"  {name}: {hv:.4f}")
+    print(f"  merged front (*): {out['merged_hypervolume']:.4f}")
+    print(f"wrote {out['csv']}, {out['plot']}")
     return 0
 
 

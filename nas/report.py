@@ -105,7 +105,7 @@ def cost_objective(study: optuna.Study) -> str:
 
 
 #: per cost objective: the unit the hypervolume and the plot show it in
-_COST_UNITS = {"macs": (1e6, "MACs (millions)", "M MACs"), "latency": (1.0, "ms per training step", " ms/step")}
+COST_UNITS = {"macs": (1e6, "MACs (millions)", "M MACs"), "latency": (1.0, "ms per training step", " ms/step")}
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -171,7 +171,7 @@ def write_report(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     objective = cost_objective(study)
-    hv = hypervolume([(r.val_accuracy, r.cost) for r in front.itertuples()], ref, _COST_UNITS[objective][0])
+    hv = hypervolume([(r.val_accuracy, r.cost) for r in front.itertuples()], ref, COST_UNITS[objective][0])
     trials.to_csv(out / "trials.csv", index=False)
     front.to_csv(out / "pareto.csv", index=False)
     plot = out / "pareto.png"
@@ -191,7 +191,7 @@ def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scale, label, unit = _COST_UNITS[objective]
+    scale, label, unit = COST_UNITS[objective]
     column = {"macs": "macs", "latency": "latency_ms"}[objective]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna()]

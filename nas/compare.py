@@ -1,0 +1,119 @@
+"""Several studies' fronts on one chart: which space gave the better
+trade-off, measured against one reference point.
+
+Each study's front is :func:`nas.report.front_frame` (seed means, seed std,
+delta to its baseline); the hypervolume of each is taken against one common
+reference point (accuracy 0, the largest of the studies' own cost ceilings),
+so the figures compare; the merged front is the non-dominated set of all
+the studies' front points together. Fronts searched at different fidelities
+(budget, subset, recipe) are not comparable: that is refused unless asked
+for, and then said in the output.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from .errors import NasError
+from .report import COST_UNITS, cost_objective, front_frame, hypervolume, reference_point
+from .search import study_seed_std
+
+
+def _fidelity_difference(studies: list[optuna.Study]) -> str | None:
+    """None when every study was searched at the first one's fidelity, else
+    what differs, e.g. ``subset: 10000 (se) vs 200 (eca)``."""
+    first = studies[0].user_attrs.get("fidelity") or {}
+    for other in studies[1:]:
+        theirs = other.user_attrs.get("fidelity") or {}
+        keys = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
+        if keys:
+            return "; ".join(f"{k}: {first.get(k)!r} ({studies[0].study_name}) vs {theirs.get(k)!r} "
+                             f"({other.study_name})" for k in keys)
+    return None
+
+
+def _merged_front(points: list[tuple[float, float]]) -> list[bool]:
+    """Per point (accuracy, cost): True if no other point is at least as
+    good in both and better in one."""
+    return [not any((a2 >= a and c2 <= c) and (a2 > a or c2 < c) for a2, c2 in points) for a, c in points]
+
+
+def compare_studies(studies: list[optuna.Study], out_dir: str | Path,
+                    allow_different_fidelity: bool = False) -> dict[str, Any]:
+    """One table (``compare.csv``) and one plot (``compare.png``) of the
+    studies' fronts; returns them with the hypervolumes, the common
+    reference point and any fidelity warning. Checks everything before a
+    file is written."""
+    names = [s.study_name for s in studies]
+    if len(studies) < 2:
+        raise NasError(f"compare needs at least two studies, got {len(studies)}: give --study twice or more")
+    if len(set(names)) != len(names):
+        raise NasError(f"--study: {', '.join(names)} names a study twice")
+    objectives = {s.study_name: cost_objective(s) for s in studies}
+    if len(set(objectives.values())) > 1:
+        raise NasError("the studies trade accuracy against different costs ("
+                       + ", ".join(f"{n}: {o}" for n, o in objectives.items()) + "); compare studies of one")
+    objective = objectives[names[0]]
+    difference = _fidelity_difference(studies)
+    if difference and not allow_different_fidelity:
+        raise NasError(f"the studies were searched at different fidelities ({difference}); their accuracies "
+                       f"do not compare: pass --allow-different-fidelity to compare them anyway")
+    warning = f"warning: different fidelities ({difference}); accuracies do not compare" if difference else None
+
+    frames = []
+    for study in studies:
+        front = front_frame(study, study_seed_std(study))
+        frames.append(front.assign(study=study.study_name))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if table.empty:
+        raise NasError(f"none of the studies {', '.join(names)} has a completed, trained trial yet")
+    reference = (0.0, max(reference_point(s)[1] for s in studies))
+    scale = COST_UNITS[objective][0]
+    hypervolumes = {n: hypervolume([(r.val_accuracy, r.cost) for r in table[table.study == n].itertuples()],
+                                   reference, scale) for n in names}
+    table["merged_front"] = _merged_front(list(zip(table.val_accuracy, table.cost)))
+    merged_hv = hypervolume([(r.val_accuracy, r.cost) for r in table[table.merged_front].itertuples()],
+                            reference, scale)
+    columns = ["study", "trial", "val_accuracy", "accuracy_std", "seeds", "macs", "latency_ms", "cost", "params",
+               "delta_accuracy", "delta_macs", "merged_front", "attention", "structure_hash"]
+    table = table[columns].sort_values(["cost", "study"], ignore_index=True)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    _plot(table, names, hypervolumes, reference, objective, out / "compare.png", warning)
+    return {"table": table, "hypervolumes": hypervolumes, "merged_hypervolume": merged_hv, "reference": reference,
+            "cost_objective": objective, "warning": warning, "csv": out / "compare.csv",
+            "plot": out / "compare.png"}
+
+
+def _plot(table: pd.DataFrame, names: list[str], hypervolumes: dict[str, float], reference, objective: str,
+          path: Path, warning: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale, label, unit = COST_UNITS[objective]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        front = table[table.study == name].sort_values("cost")
+        ax.step(front.cost / scale, front.val_accuracy, where="post", color=colours(i % 10), alpha=0.6)
+        ax.scatter(front.cost / scale, front.val_accuracy, color=colours(i % 10), s=40,
+                   label=f"{name} (hypervolume {hypervolumes[name]:.3f})")
+    merged = table[table.merged_front].sort_values("cost")
+    ax.scatter(merged.cost / scale, merged.val_accuracy, facecolors="none", edgecolors="black", s=140,
+               linewidths=1.2, label="merged front", zorder=3)
+    ax.set_xlabel(label)
+    ax.set_ylabel("validation accuracy")
+    title = f"fronts against one reference: accuracy {reference[0]:g}, {reference[1] / scale:g}{unit}"
+    ax.set_title(title + (f"\n{warning}" if warning else ""), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
