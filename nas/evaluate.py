@@ -75,14 +75,16 @@ def build_seeded(cfg: ArchConfig, seed: int, runtime) -> torch.nn.Module:
 
 
 def train_architecture(cfg: ArchConfig, data: TrainingData, fidelity, seed: int, runtime,
-                       callback: RungCallback | None = None, model: torch.nn.Module | None = None) -> TrainResult:
+                       callback: RungCallback | None = None, model: torch.nn.Module | None = None,
+                       progress=None) -> TrainResult:
     """Train ``cfg`` at ``fidelity``'s budget with ``seed``: the seed sets the
     initial weights and the order and augmentation of the batches. ``model``:
-    one already built with :func:`build_seeded` for this seed."""
+    one already built with :func:`build_seeded` for this seed; ``progress``:
+    the trainer's progress hook (a terminal status line)."""
     if model is None:
         model = build_seeded(cfg, seed, runtime)
     return train(model, data.train_images, data.train_labels, data.val_images, data.val_labels, data.mean,
-                 data.std, fidelity.recipe(seed), runtime, callback=callback)
+                 data.std, fidelity.recipe(seed), runtime, callback=callback, progress=progress)
 
 
 def images_at(epochs: float, train_images: int, batch_size: int) -> int:

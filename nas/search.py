@@ -37,6 +37,7 @@ from . import halving
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
 from .evaluate import TrainingData, build_seeded, load_training_data, train_architecture
+from .progress import progress_for_terminal
 from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import measure_step_latency, profile
 from .provenance import versions
@@ -173,7 +174,10 @@ class Objective:
     runtime: Any
     #: False: every trial trains its full budget (the baseline of benchmarks/search_efficiency.py)
     halving: bool = True
+    #: ``trial_number -> progress hook`` for a live status line (a terminal), or None
+    progress: Callable[[int], Any] | None = None
     fidelity_key: str = field(init=False)
+    _bar: Any = field(init=False, default=None)
     _latencies: dict[str, float] = field(init=False, default_factory=dict)  # structure hash -> ms per step
 
     def __post_init__(self) -> None:
@@ -185,10 +189,14 @@ class Objective:
             if _STOP.signum is not None:  # the signal came between Optuna's stop check and this trial
                 raise _STOP.interrupt()
             _STOP.in_trial = True
+            self._bar = self.progress(trial.number) if self.progress is not None else None
             try:
                 return self._evaluate(trial)
             finally:
                 _STOP.in_trial = False
+                if self._bar is not None:  # cleared before the trial's own line is printed
+                    self._bar.close()
+                    self._bar = None
         except KeyboardInterrupt as exc:
             how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
             trial.set_user_attr("fail_reason", f"{how} during the trial")
@@ -271,7 +279,8 @@ class Objective:
             return not halving.continues((accuracy, costs[0]), others, f.eta)
 
         # profiling ran in eval mode without gradients: the weights are still the initial ones
-        result = train_architecture(cfg, self.data, f, f.seed, self.runtime, callback=at_rung, model=model)
+        result = train_architecture(cfg, self.data, f, f.seed, self.runtime, callback=at_rung, model=model,
+                                    progress=self._bar)
         trial.set_user_attr("images_trained", result.images_seen)
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
@@ -306,7 +315,7 @@ class Objective:
         images, seconds, failures = first.images_seen, first.train_seconds, []
         for seed in f.seeds()[1:]:
             try:
-                again = train_architecture(cfg, self.data, f, seed, self.runtime)
+                again = train_architecture(cfg, self.data, f, seed, self.runtime, progress=self._bar)
             except DivergedError as exc:
                 # an architecture that diverges with some seeds is unstable:
                 # the mean says so (a diverged model predicts at chance)
@@ -475,11 +484,14 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 
     f = run.space.fidelity
-    out(f"study {run.study_name!r} in {mask_url(url)}: {len(study.trials)} trials so far; "
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    queued = "; the attention-free baseline is queued first" if any(t.user_attrs.get("baseline") for t in waiting) else ""
+    out(f"study {run.study_name!r} in {mask_url(url)}: {len(study.trials) - len(waiting)} trials so far{queued}; "
         f"space {run.space.name} ({run.space.sampler}), {len(data.train_labels)} train / {len(data.val_labels)} "
         f"val images, rungs {', '.join(f'{r:g}' for r in f.rungs)} epochs, eta {f.eta}; "
         f"{runtime.device} {runtime.precision}, {threads} threads")
-    objective = Objective(run.space, data, runtime)
+    batch = min(f.batch_size, len(data.train_labels))
+    objective = Objective(run.space, data, runtime, progress=progress_for_terminal(f.rungs, batch))
     started = time.perf_counter()
     target = run.trials
     finished = [0]

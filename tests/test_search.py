@@ -34,6 +34,7 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     assert out.returncode == 0, out.stderr
     assert "Pareto front of study" in out.stdout
     assert out.stdout.count("trial ") >= 3
+    assert "img/s" not in out.stdout and "\r" not in out.stdout  # not a terminal: no status line
     study = _study(storage, space)
     assert len(study.trials) == 3
     assert study.metric_names == ["accuracy", "macs"]
@@ -275,3 +276,31 @@ def test_baseline_params_build_the_attention_free_backbone(tmp_path):
     assert blocks.sample(FixedTrial(blocks.baseline_params())).structure_hash() == plain
     # a space with a stage that has no "none" has no attention-free architecture
     assert parse_space("backbone: resnet20\ntypes: [se]\n").baseline_params() is None
+
+
+def test_a_terminal_gets_a_live_status_line_per_trial(tmp_path, cifar10_root):
+    import os
+    import pty
+
+    # 200 images in batches of 16: 13 steps an epoch, rungs at 1 and 2 epochs
+    space = _custom_space(tmp_path, "stages: [3]\ntypes: [none]\nfidelity: {rungs: [1, 2], batch_size: 16}\n")
+    master, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), "--space", space, "--trials", 1, "--storage",
+                             f"sqlite:///{tmp_path}/nas.db", "--data", cifar10_root, "--subset", 200,
+                             "--val-size", 200, "--timeout", 0], stdout=child, stderr=child, cwd=tmp_path)
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=300) == 0, output.decode(errors="replace")[-2000:]
+    text = output.decode(errors="replace")
+    assert "trial 0 rung 1/2 epoch 0.77/2" in text and "trial 0 rung 2/2 epoch" in text
+    assert "img/s" in text and "ETA" in text
+    # the status line is cleared; the finished trial's own line and the front follow as without a terminal
+    assert "trial    0 COMPLETE" in text and "Pareto front of study" in text
