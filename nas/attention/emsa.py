@@ -35,6 +35,7 @@ Parameters, C channels: LayerNorm 2C; W_q C^2, W_kv 2 C^2, with qkv_bias
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -76,6 +77,17 @@ class EfficientSelfAttention(nn.Module):
             self.transform = nn.Conv2d(heads, heads, 1)
             self.transform_norm = nn.InstanceNorm2d(heads)
 
+    def _mix_heads(self, attn: Tensor) -> Tensor:
+        """``self.transform`` (a 1x1 conv across the heads) as one matrix
+        product per image over the flattened maps: the same sums, but oneDNN
+        runs a 1x1 conv with 4 channels on a 256 x 256 map at a fraction of
+        memory speed (forward + backward 1.3 s of a 2.4 s module step at
+        batch 128, 2-core AMD EPYC, fp32)."""
+        n, heads = attn.shape[:2]
+        weight = self.transform.weight.view(heads, heads).to(attn.dtype)
+        mixed = torch.bmm(weight.expand(n, heads, heads), attn.reshape(n, heads, -1)).view_as(attn)
+        return mixed + self.transform.bias.to(attn.dtype).view(1, heads, 1, 1)
+
     def forward(self, tokens: Tensor, h: int, w: int) -> Tensor:
         n, length, c = tokens.shape
         heads = self.heads
@@ -87,8 +99,8 @@ class EfficientSelfAttention(nn.Module):
             kv_tokens = tokens
         k, v = self.kv(kv_tokens).view(n, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
         if heads > 1:
-            attn = (q @ k.transpose(-2, -1)) * self.scale  # n x heads x N x N'
-            attn = self.transform_norm(self.transform(attn).softmax(dim=-1))
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # n x heads x N x N'; scaling q is N' / d times less work
+            attn = self.transform_norm(self._mix_heads(attn).softmax(dim=-1))
             out = attn @ v
         else:
             scale = self.scale
