@@ -113,7 +113,7 @@ def _plot(table: pd.DataFrame, names: list[str], hypervolumes: dict[str, float],
     title = f"fronts against one reference: accuracy {reference[0]:g}, {reference[1] / scale:g}{unit}"
     ax.set_title(title + (f"\n{warning}" if warning else ""), fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
