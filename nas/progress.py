@@ -10,6 +10,7 @@ is not a terminal (a file, a pipe, a worker of a parallel run) gets nothing.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import IO
 
@@ -36,13 +37,21 @@ class TrialProgress:
                 f"epoch {epochs:.2f}/{self.rungs[-1]:g}")
 
     def __call__(self, step: int, total: int, loss: float) -> None:
+        label = self._label(step, total)
         if self.bar is None or step < self.last_step:  # a new training: the first, or a seed repeat
             self.close()
             self.trainings += 1
-            self.bar = tqdm(total=total * self.batch_size, unit="img", file=self.file, leave=False,
-                            dynamic_ncols=True, mininterval=0.5, bar_format="{desc} |{bar}| {rate_fmt} ETA {remaining}")
-            self.last_step = 0
-        label = self._label(step, total)
+            label = self._label(step, total)
+            # the size at each training's start; a terminal that reports 0 x 0 (a bare
+            # pseudo-terminal) gets 100 x 24, else tqdm would hide the line as off-screen
+            size = shutil.get_terminal_size((100, 24))
+            # starts at the steps already done, so the rate is measured from here, not
+            # from images trained before the line existed
+            self.bar = tqdm(total=total * self.batch_size, initial=step * self.batch_size, desc=label, unit="img",
+                            file=self.file, leave=False, ncols=size.columns, nrows=size.lines, mininterval=0.5,
+                            bar_format="{desc} |{bar}| {rate_fmt} ETA {remaining}")
+            self.last_step = step
+            return
         rung_changed = self.bar.desc.split(" epoch ")[0] != label.split(" epoch ")[0]
         self.bar.set_description_str(label, refresh=False)
         self.bar.update((step - self.last_step) * self.batch_size)

@@ -282,12 +282,13 @@ def test_a_terminal_gets_a_live_status_line_per_trial(tmp_path, cifar10_root):
     import os
     import pty
 
-    # 200 images in batches of 16: 13 steps an epoch, rungs at 1 and 2 epochs
+    # 200 images in batches of 16: 12.5 steps an epoch, rungs at 1 and 2 epochs; the trainer reports every 10 steps
     space = _custom_space(tmp_path, "stages: [3]\ntypes: [none]\nfidelity: {rungs: [1, 2], batch_size: 16}\n")
     master, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), "--space", space, "--trials", 1, "--storage",
-                             f"sqlite:///{tmp_path}/nas.db", "--data", cifar10_root, "--subset", 200,
-                             "--val-size", 200, "--timeout", 0], stdout=child, stderr=child, cwd=tmp_path)
+    args = ["--space", space, "--trials", 1, "--storage", f"sqlite:///{tmp_path}/nas.db", "--data", cifar10_root,
+            "--subset", 200, "--val-size", 200, "--timeout", 0]
+    proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), *map(str, args)], stdout=child, stderr=child,
+                            cwd=tmp_path)
     os.close(child)
     output = b""
     while True:
@@ -300,7 +301,7 @@ def test_a_terminal_gets_a_live_status_line_per_trial(tmp_path, cifar10_root):
         output += chunk
     assert proc.wait(timeout=300) == 0, output.decode(errors="replace")[-2000:]
     text = output.decode(errors="replace")
-    assert "trial 0 rung 1/2 epoch 0.77/2" in text and "trial 0 rung 2/2 epoch" in text
+    assert "trial 0 rung 1/2 epoch 0.80/2" in text and "trial 0 rung 2/2 epoch 1.60/2" in text
     assert "img/s" in text and "ETA" in text
     # the status line is cleared; the finished trial's own line and the front follow as without a terminal
     assert "trial    0 COMPLETE" in text and "Pareto front of study" in text
