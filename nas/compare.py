@@ -22,16 +22,41 @@ from .report import COST_UNITS, cost_objective, front_frame, hypervolume, refere
 from .search import study_seed_std
 
 
-def _fidelity_difference(studies: list[optuna.Study]) -> str | None:
-    """None when every study was searched at the first one's fidelity, else
-    what differs, e.g. ``subset: 10000 (se) vs 200 (eca)``."""
-    first = studies[0].user_attrs.get("fidelity") or {}
-    for other in studies[1:]:
-        theirs = other.user_attrs.get("fidelity") or {}
-        keys = sorted(k for k in set(first) | set(theirs) if first.get(k) != theirs.get(k))
-        if keys:
-            return "; ".join(f"{k}: {first.get(k)!r} ({studies[0].study_name}) vs {theirs.get(k)!r} "
-                             f"({other.study_name})" for k in keys)
+#: what a front point's accuracy depends on besides the architecture: the data
+#: and the training budget and recipe (not the halving's eta, the seed repeats,
+#: the sampler seed nor the earlier rungs)
+_BUDGET_KEYS = ("dataset", "subset", "val_size", "epochs", "batch_size", "lr", "warmup", "grad_clip")
+
+
+def _budgets(study: optuna.Study, front: pd.DataFrame) -> set[tuple]:
+    """The budgets the study's front points were trained at (one, unless the
+    study was resumed with other overrides), each with the data fingerprint."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    out = set()
+    for number in front.trial:
+        fidelity = dict(by_number[int(number)].user_attrs.get("fidelity") or {})
+        if fidelity.get("rungs"):
+            fidelity["epochs"] = fidelity["rungs"][-1]
+        out.add(tuple((k, fidelity.get(k)) for k in _BUDGET_KEYS)
+                + (("data", study.user_attrs.get("data_fingerprint")),))
+    return out
+
+
+def _fidelity_difference(studies: list[optuna.Study], fronts: dict[str, pd.DataFrame]) -> str | None:
+    """None when every front point of every study was trained at one budget on
+    the same data, else what differs, e.g. ``subset: 10000 (se) vs 200 (eca)``."""
+    budgets = {s.study_name: _budgets(s, fronts[s.study_name]) for s in studies}
+    first = studies[0].study_name
+    reference = next(iter(sorted(budgets[first], key=repr)), None)
+    for name, found in budgets.items():
+        if len(found) > 1:
+            return f"the front of {name} mixes budgets (a resume with other overrides)"
+        theirs = next(iter(found), None)
+        if reference is not None and theirs is not None and theirs != reference:
+            ours, other = dict(reference), dict(theirs)
+            keys = [k for k in ours if ours[k] != other.get(k)]
+            return "; ".join(f"{k}: {'(other data)' if k == 'data' else repr(ours[k])} ({first}) vs "
+                             f"{'(other data)' if k == 'data' else repr(other.get(k))} ({name})" for k in keys)
     return None
 
 
@@ -57,17 +82,14 @@ def compare_studies(studies: list[optuna.Study], out_dir: str | Path,
         raise NasError("the studies trade accuracy against different costs ("
                        + ", ".join(f"{n}: {o}" for n, o in objectives.items()) + "); compare studies of one")
     objective = objectives[names[0]]
-    difference = _fidelity_difference(studies)
+    fronts = {s.study_name: front_frame(s, study_seed_std(s)) for s in studies}
+    difference = _fidelity_difference(studies, fronts)
     if difference and not allow_different_fidelity:
         raise NasError(f"the studies were searched at different fidelities ({difference}); their accuracies "
                        f"do not compare: pass --allow-different-fidelity to compare them anyway")
     warning = f"warning: different fidelities ({difference}); accuracies do not compare" if difference else None
 
-    frames = []
-    for study in studies:
-        front = front_frame(study, study_seed_std(study))
-        frames.append(front.assign(study=study.study_name))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    table = pd.concat([front.assign(study=name) for name, front in fronts.items()], ignore_index=True)
     if table.empty:
         raise NasError(f"none of the studies {', '.join(names)} has a completed, trained trial yet")
     reference = (0.0, max(reference_point(s)[1] for s in studies))

@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 
 from .errors import NasError
-from .search import SearchRun, Terminated, load_search_data, open_search
+from .search import SearchRun, Terminated, load_search_data, open_search, trials_so_far
 from .storage import mask_url, open_storage, reap_dead_trials
 
 
@@ -63,7 +63,7 @@ def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], N
     del data
     reap_dead_trials(study, out)
     shares = split_trials(run.trials, run.workers)
-    out(f"study {run.study_name!r}: {len(study.trials)} trials so far; starting {run.workers} workers on "
+    out(f"study {run.study_name!r}: {trials_so_far(study)}; starting {run.workers} workers on "
         f"{mask_url(url)} ({', '.join(str(t) for t in shares)} trials)")
 
     procs: dict[int, subprocess.Popen] = {}

@@ -5,7 +5,7 @@ silent from its first line to the end of the first trial. The line (tqdm,
 cleared when the trial ends, so the one line per finished trial stays as it
 was) shows the trial number, the rung it is training towards, the epochs
 done of the budget, images per second and the trial's own ETA. Seed
-repeats of a front candidate restart it with the seed shown. Output that
+repeats of a front candidate restart it with their seed shown. Output that
 is not a terminal (a file, a pipe, a worker of a parallel run) gets nothing.
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ class TrialProgress:
         self.bar: tqdm | None = None
         self.last_step = 0
         self.trainings = 0
+        self.seed: int | None = None  # set by start() for the trainings after the first
 
     def _label(self, step: int, total: int) -> str:
         epochs = step / total * self.rungs[-1]
         rung = next((i for i, r in enumerate(self.rungs) if epochs <= r + 1e-9), len(self.rungs) - 1)
-        seed = f" seed {self.trainings}" if self.trainings > 1 else ""
+        seed = f" seed {self.seed}" if self.trainings > 1 and self.seed is not None else ""
         return (f"trial {self.trial_number}{seed} rung {rung + 1}/{len(self.rungs)} "
                 f"epoch {epochs:.2f}/{self.rungs[-1]:g}")
 
@@ -58,6 +59,13 @@ class TrialProgress:
         self.last_step = step
         if rung_changed:  # shown at once, however short the rung (tqdm otherwise redraws at most twice a second)
             self.bar.refresh()
+
+    def start(self, seed: int) -> None:
+        """The next training (a front candidate's repeat) uses ``seed``: the
+        line starts again and names it."""
+        self.close()
+        self.seed = seed
+        self.last_step = 0
 
     def close(self) -> None:
         if self.bar is not None:

@@ -315,6 +315,8 @@ class Objective:
         images, seconds, failures = first.images_seen, first.train_seconds, []
         for seed in f.seeds()[1:]:
             try:
+                if self._bar is not None:
+                    self._bar.start(seed)
                 again = train_architecture(cfg, self.data, f, seed, self.runtime, progress=self._bar)
             except DivergedError as exc:
                 # an architecture that diverges with some seeds is unstable:
@@ -436,11 +438,20 @@ BASELINE_ATTR = "baseline_params"
 
 def enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
     """Make the space's attention-free architecture the first trial of a new
-    study, so every report can say what attention bought. Once per study: a
-    resumed study, or one whose space has no ``none`` in some stage, gets
-    nothing. The trial is marked (user attr ``baseline``) and trains its full
+    study, so every report can say what attention bought. Once per study
+    (again only if its training was interrupted and nothing queued it
+    since); a study made before this, or one whose space has no ``none`` in
+    some stage, gets nothing. The trial is marked (user attr ``baseline``) and trains its full
     budget, never stopped by halving."""
-    if study.trials or BASELINE_ATTR in study.user_attrs:
+    if BASELINE_ATTR in study.user_attrs:
+        params = study.user_attrs[BASELINE_ATTR]
+        alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        if params is not None and not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False,
+                                                                                                 states=alive)):
+            # its training was interrupted (Ctrl-C) and nothing queued it again
+            study.enqueue_trial(params, user_attrs={"baseline": True})
+        return
+    if study.trials:  # a study made before baselines were enqueued
         return
     params = space.baseline_params()
     if params is None:
@@ -459,13 +470,28 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     marked = [t for t in trained if t.user_attrs.get("baseline")]
     if marked:
         return marked[0]
-    text = study.user_attrs.get(SPACE_ATTR)
-    if text is None:
-        return None
-    from .space import parse_space
+    return next((t for t in trained if _attention_free(t)), None)
 
-    base = parse_space(text).base_config().structure_hash()
-    return next((t for t in trained if t.user_attrs.get("structure_hash") == base), None)
+
+def _attention_free(trial: optuna.trial.FrozenTrial) -> bool:
+    """The trial's stored architecture has no attention anywhere (read from
+    its config, which carries the data's classes and image size)."""
+    from .config import ArchConfig
+
+    text = trial.user_attrs.get("config")
+    if not text:
+        return False
+    cfg = ArchConfig.from_yaml(text)
+    return all(s.transition is None or s.transition.type == "none" for s in cfg.stages) and all(
+        b.attention.type == "none" for _, _, b in cfg.blocks())
+
+
+def trials_so_far(study: optuna.Study) -> str:
+    """``N trials so far`` for a run's first line, queued trials not counted
+    (the baseline says it comes first)."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    queued = "; the attention-free baseline is queued first" if any(t.user_attrs.get("baseline") for t in waiting) else ""
+    return f"{len(study.trials) - len(waiting)} trials so far{queued}"
 
 
 def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Study:
@@ -484,9 +510,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 
     f = run.space.fidelity
-    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
-    queued = "; the attention-free baseline is queued first" if any(t.user_attrs.get("baseline") for t in waiting) else ""
-    out(f"study {run.study_name!r} in {mask_url(url)}: {len(study.trials) - len(waiting)} trials so far{queued}; "
+    out(f"study {run.study_name!r} in {mask_url(url)}: {trials_so_far(study)}; "
         f"space {run.space.name} ({run.space.sampler}), {len(data.train_labels)} train / {len(data.val_labels)} "
         f"val images, rungs {', '.join(f'{r:g}' for r in f.rungs)} epochs, eta {f.eta}; "
         f"{runtime.device} {runtime.precision}, {threads} threads")

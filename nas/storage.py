@@ -279,8 +279,9 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> int 
     original, retries = _original(trial)
     if retries >= MAX_RETRIES or not trial.params:
         return None
+    marks = {"baseline": True} if trial.user_attrs.get("baseline") else {}  # a retried baseline stays the baseline
     study.enqueue_trial(trial.params, user_attrs={"retry_of": original, "retry": retries + 1,
-                                                  "retry_reason": f"trial {trial.number}: {reason}"},
+                                                  "retry_reason": f"trial {trial.number}: {reason}", **marks},
                         skip_if_exists=False)
     return original
 

@@ -62,14 +62,16 @@ def _stored_study(storage, name, subset, accuracy):
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
     study.set_metric_names(["accuracy", "macs"])
     study.set_user_attr("space_yaml", space)
-    study.set_user_attr("fidelity", {"dataset": "cifar10", "subset": subset, "val_size": 200, "rungs": [1.0]})
+    fidelity = {"dataset": "cifar10", "subset": subset, "val_size": 200, "rungs": [1.0], "eta": 3, "batch_size": 128}
+    study.set_user_attr("fidelity", fidelity)
+    study.set_user_attr("data_fingerprint", "same data")
     cfg = nas.preset_config("resnet20", width_multiplier=0.5)
     cost = nas.profile(nas.build_model(cfg), 32)
     study.add_trial(optuna.trial.create_trial(
         params={"s3.type": "none"}, distributions={"s3.type": CategoricalDistribution(["none", "se"])},
         values=[accuracy, cost["macs"]],
         user_attrs={"macs": cost["macs"], "params": cost["params"], "structure_hash": cfg.structure_hash(),
-                    "seed_accuracies": [accuracy], "baseline": True}))
+                    "seed_accuracies": [accuracy], "baseline": True, "fidelity": fidelity}))
 
 
 def test_compare_refuses_different_fidelities_unless_allowed(tmp_path, capsys):

@@ -80,7 +80,7 @@ class _Clock:
 
 
 def _stand_in_trainer(calls: list, clock: _Clock):
-    def train_architecture(cfg, data, fidelity, seed, runtime, callback=None, model=None):
+    def train_architecture(cfg, data, fidelity, seed, runtime, callback=None, model=None, progress=None):
         calls.append((_kind(cfg), seed))
         final = ACCURACY[_kind(cfg)] + SEED_SHIFT[seed]
         rungs = []
@@ -167,7 +167,7 @@ def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch, ti
     failures = {("none", 1): MemoryError("cannot allocate 9 GiB"),
                 ("none", 2): DivergedError("loss became nan at step 2", images_seen=40, train_seconds=4.0)}
 
-    def trainer(cfg, data, fidelity, seed, runtime, callback=None, model=None):
+    def trainer(cfg, data, fidelity, seed, runtime, callback=None, model=None, progress=None):
         if (_kind(cfg), seed) in failures:
             raise failures[(_kind(cfg), seed)]
         return fake(cfg, data, fidelity, seed, runtime, callback, model)
@@ -187,3 +187,27 @@ def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch, ti
     assert failed[0].startswith("seed 1: MemoryError") and failed[1].startswith("seed 2: DivergedError")
     # instability is not seed noise: such a trial does not widen the noise margin
     assert pooled_seed_std([t, _Trial(1, [0.5, 0.6]), _Trial(2, [0.7, 0.9])]) == pytest.approx(math.sqrt(0.0125))
+
+
+def test_the_baseline_is_never_stopped_by_halving(monkeypatch, tiny_data):
+    # three depthwise SK trials reach the first rung cheaper and more accurate
+    # than the attention-free backbone, so with eta 2 halving stops a plain
+    # trial of it there; the marked baseline trains its whole budget
+    monkeypatch.setitem(ACCURACY, "sk", 0.6)
+    monkeypatch.setitem(FIRST_RUNG, "sk", 0.4)
+    monkeypatch.setattr(search, "train_architecture", _stand_in_trainer([], _Clock()))
+    space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, sk]\n"
+                        "params: {sk: {M: 1, G: 8, r: 4, L: 4}}\nsampler: random\n"
+                        "fidelity: {rungs: [0.5, 1], eta: 2, batch_size: 16}\n", name="t")
+    objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"))
+    states = {}
+    for marks in ({}, {"baseline": True}):
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        for _ in range(3):
+            study.enqueue_trial({"s3.type": "sk"}, skip_if_exists=False)
+        study.enqueue_trial({"s3.type": "none"}, user_attrs=marks)
+        study.optimize(objective, n_trials=4)
+        sk, plain = study.trials[0], study.trials[3]
+        assert sk.user_attrs["macs"] < plain.user_attrs["macs"]
+        states[bool(marks)] = (plain.state, len(plain.user_attrs["rungs"]))
+    assert states == {False: (TrialState.PRUNED, 1), True: (TrialState.COMPLETE, 2)}

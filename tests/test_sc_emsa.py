@@ -110,35 +110,38 @@ def test_emsa_transform_is_conv_then_softmax_then_instance_norm():
     _randomise(m)
     att = m.attention
     with torch.no_grad():
-        att.transform.weight.copy_(torch.tensor([[0.5, 1.0], [1.0, -0.5]]).view(2, 2, 1, 1))  # mixes the heads
+        att.transform.weight.copy_(torch.tensor([[0.5, 1.0], [-0.3, 0.8]]).view(2, 2, 1, 1))  # mixes the heads
         att.transform.bias.copy_(torch.tensor([0.3, -0.2]))
         att.proj.weight.copy_(torch.eye(4))
         att.proj.bias.zero_()
-    x = torch.randn(1, 4, 2, 3)
+    x = torch.randn(2, 4, 2, 3)  # two images: the mixing must not cross them
     with torch.no_grad():
-        z = F.layer_norm(x[0].reshape(4, 6).t(), (4,), m.norm.weight, m.norm.bias, m.norm.eps)
-        q = z @ att.q.weight.t() + att.q.bias
-        kv = z @ att.kv.weight.t() + att.kv.bias
-        k, v = kv[:, :4], kv[:, 4:]
-        logits = [q[:, 2 * h:2 * h + 2] @ k[:, 2 * h:2 * h + 2].t() / 2 ** 0.5 for h in range(2)]  # 6 x 6 each
+        out = m(x) - x
+    for i in range(2):
+        with torch.no_grad():
+            z = F.layer_norm(x[i].reshape(4, 6).t(), (4,), m.norm.weight, m.norm.bias, m.norm.eps)
+            q = z @ att.q.weight.t() + att.q.bias
+            kv = z @ att.kv.weight.t() + att.kv.bias
+            k, v = kv[:, :4], kv[:, 4:]
+            logits = [q[:, 2 * h:2 * h + 2] @ k[:, 2 * h:2 * h + 2].t() / 2 ** 0.5 for h in range(2)]  # 6 x 6 each
 
-        def instance_norm(a):
-            return (a - a.mean()) / (a.var(unbiased=False) + 1e-5) ** 0.5
+            def instance_norm(a):
+                return (a - a.mean()) / (a.var(unbiased=False) + 1e-5) ** 0.5
 
-        def heads_out(maps):
-            return torch.cat([maps[h] @ v[:, 2 * h:2 * h + 2] for h in range(2)], 1)
+            def heads_out(maps):
+                return torch.cat([maps[h] @ v[:, 2 * h:2 * h + 2] for h in range(2)], 1)
 
-        def mix(a, b):
-            return [0.5 * a + b + 0.3, a - 0.5 * b - 0.2]
+            def mix(a, b):  # out_0 = 0.5 a + b + 0.3, out_1 = -0.3 a + 0.8 b - 0.2 (not symmetric)
+                return [0.5 * a + b + 0.3, -0.3 * a + 0.8 * b - 0.2]
 
-        conv = mix(*logits)
-        expected = heads_out([instance_norm(c.softmax(-1)) for c in conv])  # ResT: conv, softmax, IN
-        got = (m(x) - x)[0].reshape(4, 6).t()
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-        # any other order gives another answer on this case
-        softmax_first = heads_out([instance_norm(c) for c in mix(logits[0].softmax(-1), logits[1].softmax(-1))])
-        norm_first = heads_out([instance_norm(c).softmax(-1) for c in conv])
-        assert not torch.allclose(got, softmax_first, atol=1e-3) and not torch.allclose(got, norm_first, atol=1e-3)
+            conv = mix(*logits)
+            expected = heads_out([instance_norm(c.softmax(-1)) for c in conv])  # ResT: conv, softmax, IN
+            got = out[i].reshape(4, 6).t()
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+            # any other order gives another answer on this case
+            softmax_first = heads_out([instance_norm(c) for c in mix(logits[0].softmax(-1), logits[1].softmax(-1))])
+            norm_first = heads_out([instance_norm(c).softmax(-1) for c in conv])
+            assert not torch.allclose(got, softmax_first, atol=1e-3) and not torch.allclose(got, norm_first, atol=1e-3)
 
 
 @pytest.mark.parametrize("side,sr,reduced", [(32, 4, 8), (32, 8, 4), (16, 2, 8), (8, 3, 3), (7, 2, 4)])

@@ -305,3 +305,38 @@ def test_a_terminal_gets_a_live_status_line_per_trial(tmp_path, cifar10_root):
     assert "img/s" in text and "ETA" in text
     # the status line is cleared; the finished trial's own line and the front follow as without a terminal
     assert "trial    0 COMPLETE" in text and "Pareto front of study" in text
+
+
+def test_baseline_survives_interruption_and_retries_and_is_found_in_old_studies(tmp_path):
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from nas.search import BASELINE_ATTR, baseline_trial, enqueue_baseline
+    from nas.space import load_space
+    from nas.storage import _enqueue_retry
+
+    space = load_space("se")
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path}/b.db")
+    enqueue_baseline(study, space)
+    enqueue_baseline(study, space)  # once
+    assert len(study.trials) == 1 and study.user_attrs[BASELINE_ATTR] == space.baseline_params()
+    first = study.ask()
+    assert first.user_attrs["baseline"] and first.params == {}  # params are suggested later, by the objective
+    study.tell(first, state=TrialState.FAIL)  # Ctrl-C during the baseline's training
+    enqueue_baseline(study, space)  # the resume queues it again...
+    enqueue_baseline(study, space)  # ...once
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["baseline"]
+    # a dead worker's retry keeps the mark (storage._enqueue_retry)
+    dead = optuna.trial.create_trial(params={"s1.type": "none"}, distributions={"s1.type": CategoricalDistribution(
+        ["none", "se"])}, state=TrialState.FAIL, user_attrs={"baseline": True})
+    _enqueue_retry(study, dead, "worker died")
+    assert study.get_trials(states=(TrialState.WAITING,))[-1].user_attrs["baseline"] is True
+    # a study from before: its attention-free trial is found from its stored config (here 100 classes)
+    old = optuna.create_study(directions=["maximize", "minimize"])
+    for attention, accuracy in (("se", 0.4), ("none", 0.3)):
+        cfg = nas.preset_config("resnet20", num_classes=100)
+        if attention != "none":
+            cfg.stages[2].blocks[0].attention = nas.AttentionSpec("se")
+        old.add_trial(optuna.trial.create_trial(values=[accuracy, 1.0], user_attrs={"config": cfg.to_yaml()}))
+    assert baseline_trial(old).values[0] == 0.3
