@@ -5,7 +5,7 @@ Hypothesis drives ``SearchSpace.sample`` through a stand-in for
 ``optuna.Trial`` whose ``suggest_categorical`` draws from the offered
 choices, so every conditional branch of every space gets exercised.
 ``NAS_PROPERTY_EXAMPLES`` sets the number of architectures per space
-(default 60, ~0.2 s each on a 2-core CPU; set it higher for a deeper run).
+(default 30, ~0.2 s each on a 2-core CPU; set it higher for a deeper run).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nas import build_model, profile
 from nas.space import load_space, space_names
 
-EXAMPLES = int(os.environ.get("NAS_PROPERTY_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("NAS_PROPERTY_EXAMPLES", "30"))
 
 
 class _DrawingTrial:
