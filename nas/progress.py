@@ -38,7 +38,6 @@ class TrialProgress:
                 f"epoch {epochs:.2f}/{self.rungs[-1]:g}")
 
     def __call__(self, step: int, total: int, loss: float) -> None:
-        label = self._label(step, total)
         if self.bar is None or step < self.last_step:  # a new training: the first, or a seed repeat
             self.close()
             self.trainings += 1
@@ -53,6 +52,7 @@ class TrialProgress:
                             bar_format="{desc} |{bar}| {rate_fmt} ETA {remaining}")
             self.last_step = step
             return
+        label = self._label(step, total)
         rung_changed = self.bar.desc.split(" epoch ")[0] != label.split(" epoch ")[0]
         self.bar.set_description_str(label, refresh=False)
         self.bar.update((step - self.last_step) * self.batch_size)
