@@ -188,7 +188,7 @@ def _fit_emsa(overrides: dict, cfg: ArchConfig, s: int, channels: int) -> dict:
     heads cut to a divisor of the channels and sr raised to the smallest
     whose attention map fits the stage's output (where the post position
     reads it): on ResNet-50 at 224 the 56 x 56 first stage needs sr 14, not 8."""
-    from .attention.emsa import EMSA, reduced_side
+    from .attention.emsa import EMSA, smallest_fitting_sr
     from .models import stage_feature_sizes
 
     i = min(s, len(_REST_LITE["sr"]) - 1)
@@ -197,8 +197,5 @@ def _fit_emsa(overrides: dict, cfg: ArchConfig, s: int, channels: int) -> dict:
         fitted["heads"] = _largest_divisor(channels, _REST_LITE["heads"][i])
     if "sr" not in overrides:
         side = stage_feature_sizes(cfg)[s]
-        sr = min(_REST_LITE["sr"][i], side)
-        while sr < side and side * side * reduced_side(side, sr) ** 2 > EMSA.max_map:
-            sr += 1
-        fitted["sr"] = sr
+        fitted["sr"] = min(max(_REST_LITE["sr"][i], smallest_fitting_sr(side, EMSA.max_map) or side), side)
     return fitted

@@ -60,6 +60,12 @@ def reduced_side(side: int, sr: int) -> int:
     return (side + 2 * (sr // 2) - (sr + 1)) // sr + 1 if sr > 1 else side
 
 
+def smallest_fitting_sr(side: int, max_map: int) -> int | None:
+    """The smallest sr (at most ``side``) whose per-head attention map on a
+    ``side`` x ``side`` map has at most ``max_map`` entries, or None."""
+    return next((sr for sr in range(1, side + 1) if side * side * reduced_side(side, sr) ** 2 <= max_map), None)
+
+
 class EfficientSelfAttention(nn.Module):
     """ResT's ``Attention`` (the part inside the residual), on N x C tokens."""
 
@@ -131,8 +137,8 @@ class EMSA(nn.Module):
             raise ValueError(f"emsa: sr={sr} reduces a {size}x{size} map by more than its side; allowed: sr <= {size}")
         queries, keys = size * size, reduced_side(size, sr) ** 2
         if queries * keys > self.max_map:
-            fitting = [s for s in range(1, size + 1) if queries * reduced_side(size, s) ** 2 <= self.max_map]
-            allowed = f"sr >= {fitting[0]}" if fitting else "none (the queries alone exceed it)"
+            fitting = smallest_fitting_sr(size, self.max_map)
+            allowed = f"sr >= {fitting}" if fitting is not None else "none (the queries alone exceed it)"
             raise ValueError(
                 f"emsa: sr={sr} on a {size}x{size} map gives each head a {queries}x{keys} attention map "
                 f"(> {self.max_map} entries); allowed here: {allowed}")
