@@ -169,3 +169,15 @@ def test_zero_init_residual_makes_blocks_identity_on_the_residual_branch():
     block = model.layer1[0]
     x = torch.randn(1, 16, 8, 8)
     torch.testing.assert_close(block(x), torch.relu(x))
+
+
+def test_provenance_reads_torchvision_version_without_importing_it():
+    """Every new study records the versions; importing torchvision for its
+    version took seconds per process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nas.provenance import versions; v = versions(); "
+            "print(v['torchvision'], 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [torchvision.__version__, "False"]
