@@ -27,15 +27,16 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
-COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "train", "calibrate")
+COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "storage-proxy", "train", "calibrate")
 
 
 def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
     p.add_argument("--study", required=study_required, default=None,
                    help="study name" + ("" if study_required else " (default: the space's name)"))
     p.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
-                   help="Optuna storage: sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB or a "
-                        "*.journal file (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
+                   help="Optuna storage: sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB, "
+                        "grpc://HOST:PORT (a storage-proxy) or a *.journal file (default: $NAS_STORAGE, else "
+                        "sqlite:///studies/nas.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat", type=int, default=None, metavar="SECONDS",
                    help="heartbeat interval on database storages; a trial silent for 3x this long (at least "
                         "180 s) is failed and retried (default: 60)")
+    s.add_argument("--artifact-dir", default=None, metavar="DIR",
+                   help="optuna-dashboard artifact folder, where each completed trial's config goes (default: "
+                        "$NAS_ARTIFACTS, else beside the storage file: studies/nas.db -> studies/nas-artifacts; "
+                        "studies/artifacts for a database server or proxy)")
     s.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set for the workers we start
     _add_runtime_args(s)
     s.set_defaults(func=_cmd_search)
@@ -75,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage_args(r, study_required=True)
     r.add_argument("--out", default=None, help="folder for trials.csv, pareto.csv, pareto.png "
                    "(default: studies/STUDY/)")
+    r.add_argument("--artifact-dir", default=None, metavar="DIR",
+                   help="optuna-dashboard artifact folder for the plot, trials.csv and the front's configs (default: "
+                        "$NAS_ARTIFACTS, else beside the storage file: studies/nas.db -> studies/nas-artifacts; "
+                        "studies/artifacts for a database server)")
     r.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("compare", help="several studies' fronts in one table and one plot, hypervolumes "
@@ -102,7 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Optuna storage (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
     d.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--artifact-dir", default=None, metavar="DIR",
+                   help="artifact folder written by report (default: as report's)")
     d.set_defaults(func=_cmd_dashboard)
+
+    g = sub.add_parser("storage-proxy", help="serve a database storage as Optuna's gRPC storage proxy, for many "
+                                             "workers (--storage grpc://HOST:PORT)",
+                       description="Serve STORAGE through Optuna's gRPC storage proxy, so that many workers (on "
+                                   "many machines) share this process's database connections: start this once, "
+                                   "then run each worker with --storage grpc://HOST:PORT.")
+    g.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                   help="the database to serve: sqlite:///PATH.db or postgresql+psycopg2://USER:PASSWORD@HOST/DB "
+                        "(default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every "
+                        "interface: the proxy has no authentication, so only on a trusted network)")
+    g.add_argument("--port", type=int, default=13000, help="port (default: 13000)")
+    g.set_defaults(func=_cmd_storage_proxy)
 
     t = sub.add_parser("train", help="train the exact model of an architecture YAML at full budget",
                        description="Train the model a YAML describes on the training split; report validation "
@@ -199,7 +224,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .space import check_constraints, load_space
     from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
 
-    space = load_space(args.space)
+    space = load_space(args.space, check=args.worker_index == 0)  # a worker we started: its parent checked it
     _override_fidelity(space, args)
     if args.trials is not None and args.trials < 1:
         raise NasError(f"--trials: must be >= 1, got {args.trials}")
@@ -216,7 +241,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     run = SearchRun(space=space, study_name=study_name, storage=args.storage, trials=args.trials,
                     timeout=args.timeout or None, seed=args.seed, data=args.data, device=args.device,
                     precision=args.precision, command=command, workers=args.workers,
-                    worker_index=args.worker_index, heartbeat=args.heartbeat or HEARTBEAT_INTERVAL)
+                    worker_index=args.worker_index, heartbeat=args.heartbeat or HEARTBEAT_INTERVAL,
+                    artifact_dir=args.artifact_dir)
     try:
         if args.workers > 1 and args.worker_index == 0:
             from .parallel import run_workers
@@ -243,6 +269,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
     print(f"next: python search.py report --study {study_name}{storage}    "
           f"python search.py export --study {study_name}{storage} --pick knee -o {study_name}-best.yaml")
+    print(f"review: python search.py dashboard{storage}  (the study's note: front, hypervolume, baseline, how to "
+          f"export the knee)")
     return 0
 
 
@@ -252,7 +280,7 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     names = space_names()
     width = max(map(len, names))
     for name in names:
-        print(f"{name:<{width}}  {load_space(name).description}")
+        print(f"{name:<{width}}  {load_space(name, check=False).description}")
     return 0
 
 
@@ -289,8 +317,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .dashboard import artifact_dir, publish
     from .report import write_report
-    from .storage import load_study
+    from .storage import DEFAULT_STORAGE, load_study, storage_for_reading
 
     study = load_study(args.study, args.storage)
     out = write_report(study, args.out or Path("studies") / args.study)
@@ -329,6 +358,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"hypervolume {out['hypervolume']:.4f} (accuracy x MMACs; reference point: accuracy {ref[0]:g}, "
               f"{ref[1] / 1e6:g}M MACs)")
     print(f"wrote {out['trials_csv']}, {out['pareto_csv']}, {out['plot']}")
+    url = storage_for_reading(args.storage, args.study)
+    shown = publish(study, out, None if url == DEFAULT_STORAGE else url, artifact_dir(url, args.artifact_dir))
+    print(f"optuna-dashboard: study note refreshed; artifacts in {shown['folder']}: "
+          + "; ".join(f"{owner}: {', '.join(names)}" for owner, names in shown["artifacts"].items()))
     return 0
 
 
@@ -349,15 +382,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
+    from .dashboard import artifact_dir, artifact_store
     from .storage import mask_url, open_storage
 
+    folder = artifact_dir(args.storage, args.artifact_dir)
     storage = open_storage(args.storage)
-    print(f"optuna-dashboard for {mask_url(args.storage or 'sqlite:///studies/nas.db')} on "
-          f"http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    print(f"optuna-dashboard for {mask_url(args.storage or 'sqlite:///studies/nas.db')} with artifacts in {folder} "
+          f"on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
-        run_server(storage, host=args.host, port=args.port)
+        run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store(folder))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _cmd_storage_proxy(args: argparse.Namespace) -> int:
+    import signal
+
+    from .search import Terminated
+    from .storage import serve_proxy
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        serve_proxy(args.storage, args.host, args.port, out=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the database is untouched, workers reconnect to a new proxy
+        print("storage proxy stopped", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -30,7 +30,7 @@ import optuna
 
 from .errors import NasError
 from .search import SearchRun, Terminated, load_search_data, open_search, trials_so_far
-from .storage import mask_url, open_storage, reap_dead_trials
+from .storage import DEFAULT_STORAGE, mask_url, open_storage, reap_dead_trials
 
 
 def split_trials(total: int | None, workers: int) -> list[int | None]:
@@ -50,7 +50,7 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: i
     if trials is not None:
         argv += ["--trials", str(trials)]
     for flag, value in (("--epochs", args.epochs), ("--subset", args.subset), ("--val-size", args.val_size),
-                        ("--data", args.data), ("--device", args.device)):
+                        ("--data", args.data), ("--device", args.device), ("--artifact-dir", args.artifact_dir)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
@@ -123,4 +123,8 @@ def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], N
                                  for i, c in bad)
                        + "; finished trials are kept, and a trial a killed worker left running is failed and "
                          "retried by the next run")
-    return optuna.load_study(study_name=run.study_name, storage=open_storage(url))
+    study = optuna.load_study(study_name=run.study_name, storage=open_storage(url))
+    from .dashboard import refresh_note  # the workers refreshed it in turn; once more, from the final state
+
+    refresh_note(study, None if url == DEFAULT_STORAGE else url)
+    return study

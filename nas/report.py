@@ -4,6 +4,7 @@ export of one chosen architecture to a YAML that rebuilds it exactly.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -134,23 +135,29 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     one, else twice the attention-free backbone's MACs. Latency (a figure
     of the machine the search ran on, which the report's machine cannot
     measure again): 1.1 x the slowest trial's ms per step."""
-    import yaml
-
-    from .space import parse_space
-
     text = study.user_attrs.get("space_yaml")
     if text is None:
         raise NasError(f"study {study.study_name!r} was not made by search.py (no space recorded)")
     if cost_objective(study) == "latency":
         timed = [t.user_attrs["latency_ms"] for t in study.get_trials(deepcopy=False) if "latency_ms" in t.user_attrs]
         return 0.0, 1.1 * max(timed, default=1.0)
-    data = yaml.safe_load(text)
-    ceiling = (data.get("constraints") or {}).get("max_macs")
+    return 0.0, _macs_ceiling(text, study.user_attrs.get("space_name", "space"))
+
+
+@functools.lru_cache(maxsize=32)
+def _macs_ceiling(text: str, name: str) -> float:
+    """The MACs reference of a space file (cached: parsing a space builds
+    every choice once, ~1 s, and the search refreshes the note after every
+    trial)."""
+    import yaml
+
+    from .space import parse_space
+
+    ceiling = (yaml.safe_load(text).get("constraints") or {}).get("max_macs")
     if ceiling is not None:
-        return 0.0, float(ceiling)
-    space = parse_space(text, name=study.user_attrs.get("space_name", "space"))
-    base = space.base_config()
-    return 0.0, 2.0 * profile(build_model(base), base.input_size)["macs"]
+        return float(ceiling)
+    base = parse_space(text, name=name, check=False).base_config()  # checked when the study was made
+    return 2.0 * profile(build_model(base), base.input_size)["macs"]
 
 
 # --------------------------------------------------------------------------- report
@@ -271,13 +278,13 @@ def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
     return front[best]
 
 
-def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path,
-                 storage: str | None = None) -> dict[str, Any]:
-    """Write ``trial``'s architecture with its metrics and provenance; check
-    that the file rebuilds the same network (params, MACs, hash)."""
-    a = trial.user_attrs
-    cfg = ArchConfig.from_yaml(a["config"], source=f"trial {trial.number}")
-    metrics = {"val_accuracy": trial.values[0], "macs": a["macs"], "params": a["params"],
+def exported_config(study: optuna.Study, number: int, attrs: dict[str, Any], accuracy: float,
+                    storage: str | None = None) -> ArchConfig:
+    """Trial ``number``'s architecture with its metrics and provenance in
+    ``meta``: what ``export`` writes and ``search.py train`` retrains."""
+    a = attrs
+    cfg = ArchConfig.from_yaml(a["config"], source=f"trial {number}")
+    metrics = {"val_accuracy": accuracy, "macs": a["macs"], "params": a["params"],
                "elementwise": a.get("elementwise"), "structure_hash": a["structure_hash"],
                "rungs": a.get("rungs"), "seed_accuracies": a.get("seed_accuracies"),
                "accuracy_std": a.get("accuracy_std")}
@@ -288,7 +295,7 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
         "dataset": fidelity.get("dataset", "cifar10"),
         "metrics": metrics,
         "provenance": {
-            "study": study.study_name, "trial": trial.number,
+            "study": study.study_name, "trial": number,
             "storage": mask_url(storage or DEFAULT_STORAGE),
             "space": study.user_attrs.get("space_name"), "fidelity": fidelity, "seed": a.get("seed"),
             "data_fingerprint": study.user_attrs.get("data_fingerprint"),
@@ -296,6 +303,16 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str
             "exported": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     }
+    return cfg
+
+
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, path: str | Path,
+                 storage: str | None = None) -> dict[str, Any]:
+    """Write ``trial``'s architecture with its metrics and provenance; check
+    that the file rebuilds the same network (params, MACs, hash)."""
+    a = trial.user_attrs
+    cfg = exported_config(study, trial.number, a, trial.values[0], storage)
+    metrics = cfg.meta["metrics"]
     rebuilt = ArchConfig.from_yaml(cfg.to_yaml())
     cost = profile(build_model(rebuilt), rebuilt.input_size)
     got = {"params": cost["params"], "macs": cost["macs"], "structure_hash": rebuilt.structure_hash()}

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from . import halving
@@ -42,8 +43,8 @@ from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import measure_step_latency, profile
 from .provenance import versions
 from .space import OBJECTIVE_ATTRS, SearchSpace
-from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, is_journal, mask_url, open_storage,
-                      reap_dead_trials, storage_for_search, worker_identity)
+from .storage import (DEFAULT_STORAGE, HEARTBEAT_INTERVAL, WORKER_ATTR, TrialBeat, is_journal, mask_url,
+                      open_storage, reap_dead_trials, storage_for_search, worker_identity)
 from .train import DivergedError
 
 #: study user attr holding the space file the study was created with
@@ -176,6 +177,12 @@ class Objective:
     halving: bool = True
     #: ``trial_number -> progress hook`` for a live status line (a terminal), or None
     progress: Callable[[int], Any] | None = None
+    #: seconds between a trial's own beats (storages without Optuna's heartbeat; None: none)
+    beat_seconds: float | None = None
+    #: optuna-dashboard artifact folder: each completed trial gets its exported config there (None: none)
+    artifacts: Any = None
+    #: the storage as the exported configs' provenance names it
+    storage_url: str | None = None
     fidelity_key: str = field(init=False)
     _bar: Any = field(init=False, default=None)
     _latencies: dict[str, float] = field(init=False, default_factory=dict)  # structure hash -> ms per step
@@ -185,13 +192,20 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial):
         try:
-            trial.set_user_attr(WORKER_ATTR, worker_identity())  # lets a later run tell if this process died
+            # lets a later run tell if this process died
+            trial.set_user_attr(WORKER_ATTR, worker_identity(self.beat_seconds))
             if _STOP.signum is not None:  # the signal came between Optuna's stop check and this trial
                 raise _STOP.interrupt()
             _STOP.in_trial = True
             self._bar = self.progress(trial.number) if self.progress is not None else None
+            beat = (TrialBeat(trial.study._storage, trial._trial_id, self.beat_seconds) if self.beat_seconds
+                    else contextlib.nullcontext())
             try:
-                return self._evaluate(trial)
+                with beat:
+                    values = self._evaluate(trial)
+                if self.artifacts is not None and "not_trained" not in trial.user_attrs:
+                    self._attach_config(trial, values[0])
+                return values
             finally:
                 _STOP.in_trial = False
                 if self._bar is not None:  # cleared before the trial's own line is printed
@@ -211,6 +225,22 @@ class Objective:
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
             raise TrialFailed(reason) from exc
+
+    def _attach_config(self, trial: optuna.Trial, accuracy: float) -> None:
+        """The trial's exported config (``trial-N.yaml``: architecture, metrics,
+        provenance) as its artifact in optuna-dashboard; attached now,
+        because Optuna refuses artifacts on a finished trial."""
+        import tempfile
+
+        from .dashboard import artifact_store
+        from .report import exported_config
+
+        cfg = exported_config(trial.study, trial.number, trial.user_attrs, accuracy, self.storage_url)
+        with tempfile.TemporaryDirectory(prefix="nas-artifact-") as tmp:
+            path = f"{tmp}/trial-{trial.number}.yaml"
+            cfg.save(path)
+            optuna.artifacts.upload_artifact(artifact_store=artifact_store(self.artifacts), file_path=path,
+                                             study_or_trial=trial)
 
     def _evaluate(self, trial: optuna.Trial):
         space, f = self.space, self.space.fidelity
@@ -405,6 +435,8 @@ class SearchRun:
     worker_index: int = 0
     #: seconds between heartbeats on RDB storages (None: off)
     heartbeat: int | None = HEARTBEAT_INTERVAL
+    #: optuna-dashboard artifact folder (None: beside the storage, see nas.dashboard.artifact_dir)
+    artifact_dir: str | None = None
 
 
 def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
@@ -501,6 +533,8 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     # their reason, in the trial's user attrs too); Optuna's warnings would
     # add a traceback per failed trial
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from .dashboard import artifact_dir, refresh_note  # the report side of the data flow (it imports this module)
+
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads(run.workers)
     # everything that can be wrong with the input is checked before the
@@ -515,7 +549,11 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         f"val images, rungs {', '.join(f'{r:g}' for r in f.rungs)} epochs, eta {f.eta}; "
         f"{runtime.device} {runtime.precision}, {threads} threads")
     batch = min(f.batch_size, len(data.train_labels))
-    objective = Objective(run.space, data, runtime, progress=progress_for_terminal(f.rungs, batch))
+    # Optuna's heartbeat where the storage has it (RDB); else the trial's own beat
+    beat = None if is_heartbeat_enabled(study._storage) else run.heartbeat
+    shown_url = None if url == DEFAULT_STORAGE else url
+    objective = Objective(run.space, data, runtime, progress=progress_for_terminal(f.rungs, batch), beat_seconds=beat,
+                          artifacts=artifact_dir(url, run.artifact_dir), storage_url=shown_url)
     started = time.perf_counter()
     target = run.trials
     finished = [0]
@@ -530,6 +568,8 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         if trial.state == TrialState.COMPLETE:
             # the dashboard shows study user attrs: the front as it stands, with its noise
             study.set_user_attr("front", front_summary(pareto_front(study), study_seed_std(study)))
+            refresh_note(study, shown_url)  # and the study's note
+
 
     with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],

@@ -290,8 +290,9 @@ def space_names() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """A shipped space by name (``sk``) or a user's YAML file by path."""
+def load_space(name_or_path: str | Path, check: bool = True) -> SearchSpace:
+    """A shipped space by name (``sk``) or a user's YAML file by path;
+    ``check``: as :func:`parse_space`'s."""
     text_name = str(name_or_path)
     path = Path(text_name)
     if path.suffix in (".yaml", ".yml") or path.is_file() or "/" in text_name:
@@ -308,14 +309,17 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read space file {path}: {exc}") from None
-    return parse_space(text, name=name, source=str(path))
+    return parse_space(text, name=name, source=str(path), check=check)
 
 
-def parse_space(text: str, name: str = "custom", source: str = "<string>") -> SearchSpace:
+def parse_space(text: str, name: str = "custom", source: str = "<string>", check: bool = True) -> SearchSpace:
+    """``check``: build every choice once to refuse one that cannot be built
+    (~1 s); off for a space a study recorded, which was checked then."""
     data = safe_load_yaml(text, source)
     try:
         space = _parse(data, name, text)
-        _check_buildable(space)
+        if check:
+            _check_buildable(space)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     space.path = source

@@ -9,12 +9,20 @@ Storages (``--storage``):
 * ``postgresql+psycopg2://user:password@host/db`` (or another SQLAlchemy
   URL): many machines. Heartbeat on, so a trial whose worker stopped
   beating is failed and retried.
+* ``grpc://HOST:PORT``: Optuna's gRPC storage proxy
+  (:func:`optuna.storages.run_grpc_proxy_server`, started by
+  ``search.py storage-proxy``) in front of one RDB storage, so hundreds of
+  workers share the proxy's few database connections instead of opening one
+  each. Optuna's heartbeat does not pass through the proxy; workers there
+  beat through a trial user attr instead (:class:`TrialBeat`).
 
 Dead workers: every trial records who runs it (host, pid and the process's
 start time, so a reused pid is not mistaken for the same process). When a
 worker starts and after each of its trials it looks at the RUNNING trials:
 one whose process on this host is gone, or (RDB storages) whose heartbeat is
-older than the grace period, is failed with the reason in its user attrs and
+older than the grace period, or (storages without Optuna's heartbeat: journal
+files, the gRPC proxy) whose own beat (user attr ``alive_at``) is that old,
+is failed with the reason in its user attrs and
 its parameters are queued to run again (at most :data:`MAX_RETRIES` times,
 so an architecture that kills its worker every time does not loop forever).
 """
@@ -23,6 +31,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +54,12 @@ GRACE_PERIOD = 180
 MAX_RETRIES = 2
 #: trial user attr naming the process that runs the trial
 WORKER_ATTR = "worker"
+#: trial user attr: when the worker last said it is alive (storages without Optuna's heartbeat)
+ALIVE_ATTR = "alive_at"
+#: seconds to wait for a gRPC storage proxy to answer
+PROXY_TIMEOUT = 10.0
+_ALLOWED = ("allowed: sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), "
+            "grpc://HOST:PORT (a storage proxy) or a *.journal file")
 
 
 def mask_url(url: str) -> str:
@@ -72,6 +88,18 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
 
+def is_grpc(url: str) -> bool:
+    return url.startswith("grpc://")
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """``grpc://HOST:PORT`` -> (HOST, PORT), or a one-line error."""
+    m = re.fullmatch(r"grpc://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d+)/?", url)
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        raise NasError(f"--storage: {url!r} is not grpc://HOST:PORT (a port 1-65535), e.g. grpc://10.0.0.5:13000")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
 def describe(url: str | None) -> str:
     """The storage as it may be printed or stored (password masked)."""
     return mask_url(url or DEFAULT_STORAGE)
@@ -94,7 +122,10 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             raise NasError(f"--storage: cannot open journal file {url!r}: {one_line(exc, 240)}") from None
     if "://" not in url:
         raise NasError(f"--storage: {url!r} is neither a database URL (sqlite:///PATH.db, "
-                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor a journal file (*.journal, *.log)")
+                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB, grpc://HOST:PORT) nor a journal file "
+                       f"(*.journal, *.log)")
+    if is_grpc(url):
+        return _open_proxy(url)
     if is_sqlite(url):
         path = url[len("sqlite:///"):]
         if path not in ("", ":memory:"):
@@ -112,9 +143,70 @@ def open_storage(url: str | None, heartbeat: int | None = None,
             return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # SQLAlchemy's and the drivers' errors are many; the user needs one line
         message = _scrub(one_line(exc, 240), url)
-        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {message}; allowed: sqlite:///PATH.db, "
-                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), or a *.journal file"
+        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {message}; {_ALLOWED}") from None
+
+
+def _open_proxy(url: str) -> optuna.storages.BaseStorage:
+    """A client of the gRPC storage proxy at ``url``, once it answers."""
+    host, port = grpc_address(url)
+    with warnings.catch_warnings():  # "experimental" since Optuna 4.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        except ImportError as exc:
+            raise NasError(f"--storage {url}: the gRPC proxy needs grpcio and protobuf "
+                           f"(pip install grpcio protobuf): {one_line(exc, 160)}") from None
+    try:
+        proxy.wait_server_ready(timeout=PROXY_TIMEOUT)
+    except ConnectionError:
+        proxy.close()
+        raise NasError(f"--storage: no storage proxy answers at {url} within {PROXY_TIMEOUT:g} s; start one there "
+                       f"with: python search.py storage-proxy --storage DATABASE_URL --host HOST --port {port}"
                        ) from None
+    return proxy
+
+
+def serve_proxy(url: str | None, host: str, port: int, out: Callable[[str], None] = print) -> None:
+    """Serve the storage behind ``url`` as Optuna's gRPC storage proxy on
+    ``host:port`` until Ctrl-C or SIGTERM; workers then use
+    ``--storage grpc://HOST:PORT``."""
+    url = url or DEFAULT_STORAGE
+    if is_journal(url) or is_grpc(url):
+        raise NasError(f"storage-proxy --storage: {mask_url(url)!r} cannot be served: Optuna's gRPC proxy serves "
+                       f"database storages only (sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB)")
+    if not 1 <= port <= 65535:
+        raise NasError(f"--port: must be 1-65535, got {port}")
+    check_url(url)
+    _check_port_free(host, port)
+    # cached in this process, as Optuna advises for the proxy: the workers'
+    # reads of finished trials never reach the database again
+    storage = optuna.storages.get_storage(open_storage(url))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            from optuna.storages._grpc.server import make_server  # noqa: F401  (grpcio present?)
+        except ImportError as exc:
+            raise NasError(f"storage-proxy needs grpcio and protobuf (pip install grpcio protobuf): "
+                           f"{one_line(exc, 160)}") from None
+        out(f"storage proxy for {mask_url(url)} on grpc://{host}:{port}; workers: --storage grpc://{host}:{port} "
+            f"(Ctrl-C stops it)")
+        try:
+            optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+        except RuntimeError as exc:  # grpc: "Failed to bind to address"
+            raise NasError(f"storage-proxy: cannot listen on {host}:{port}: {one_line(exc, 200)}") from None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """gRPC binds with SO_REUSEPORT, so a second proxy on a busy port would
+    silently share it with the first (each worker then talking to either
+    database); a plain bind tells that the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NasError(f"storage-proxy: cannot listen on {host}:{port}: {exc.strerror or exc} "
+                           f"(another proxy or program has it? choose --port)") from None
 
 
 def check_url(url: str | None, workers: int = 1) -> None:
@@ -129,15 +221,18 @@ def check_url(url: str | None, workers: int = 1) -> None:
         return
     if "://" not in url:
         raise NasError(f"--storage: {url!r} is neither a database URL (sqlite:///PATH.db, "
-                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor a journal file (*.journal, *.log)")
+                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB, grpc://HOST:PORT) nor a journal file "
+                       f"(*.journal, *.log)")
+    if is_grpc(url):
+        grpc_address(url)
+        return
     from sqlalchemy.engine import make_url
 
     try:
         make_url(url).get_dialect()
     except Exception as exc:
-        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_scrub(one_line(exc, 240), url)}; allowed: "
-                       f"sqlite:///PATH.db, postgresql+psycopg2://USER:PASSWORD@HOST/DB (any SQLAlchemy URL), "
-                       f"or a *.journal file") from None
+        raise NasError(f"--storage: cannot open {mask_url(url)!r}: {_scrub(one_line(exc, 240), url)}; {_ALLOWED}"
+                       ) from None
 
 
 def study_names(url: str | None) -> list[str]:
@@ -236,8 +331,53 @@ def _boot_id() -> str | None:
         return None
 
 
-def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+def worker_identity(beat: float | None = None) -> dict[str, Any]:
+    """Who runs a trial; ``beat``: seconds between its :class:`TrialBeat`
+    (None: the storage has Optuna's heartbeat, or nothing beats)."""
+    who = {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    return who if beat is None else {**who, "beat": beat}
+
+
+def beat_grace(beat: float) -> float:
+    """Silence after which a beating trial is taken for dead: as Optuna's
+    heartbeat, three beats and at least :data:`GRACE_PERIOD`."""
+    return max(GRACE_PERIOD, 3 * beat)
+
+
+class TrialBeat:
+    """Optuna's heartbeat for storages that lack it (journal files, the gRPC
+    proxy): while the trial runs, a daemon thread writes the time into the
+    trial's user attr ``alive_at`` every ``seconds``, so a worker on another
+    machine, whose process cannot be looked up, is still found dead when it
+    stops (:func:`reap_dead_trials`). The times are wall-clock seconds of
+    the worker's machine: clocks that differ by much less than the grace
+    period (NTP) are assumed."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int, seconds: float) -> None:
+        self._storage, self._trial_id, self._seconds = storage, trial_id, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"trial-beat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        self._storage.set_trial_user_attr(self._trial_id, ALIVE_ATTR, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._seconds):
+            try:
+                self._beat()
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return  # the trial ended (or another worker failed it) between two beats
+            except Exception as exc:  # a storage hiccup: the next beat may get through, and the grace has room
+                warnings.warn(f"trial beat not recorded: {one_line(exc, 200)}", RuntimeWarning, stacklevel=1)
+
+    def __enter__(self) -> TrialBeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._seconds + 5)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -292,6 +432,15 @@ def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     _enqueue_retry(study, trial, "no heartbeat within the grace period (worker died or lost)")
 
 
+def _beat_stale(trial: FrozenTrial, worker: Any, now: float) -> bool:
+    """The trial beats (:class:`TrialBeat`) and its last beat is older than the grace."""
+    alive = trial.user_attrs.get(ALIVE_ATTR)
+    if not isinstance(worker, dict) or not isinstance(worker.get("beat"), (int, float)) \
+            or not isinstance(alive, (int, float)):
+        return False
+    return now - alive > beat_grace(float(worker["beat"]))
+
+
 def reap_dead_trials(study: optuna.Study, log: Callable[[str], None] | None = None) -> list[int]:
     """Fail the RUNNING trials whose worker is gone (see the module
     docstring) and queue their parameters again. Returns their numbers."""
@@ -300,13 +449,17 @@ def reap_dead_trials(study: optuna.Study, log: Callable[[str], None] | None = No
     if is_heartbeat_enabled(storage):
         stale_ids = set(storage._get_stale_trial_ids(study._study_id))  # Optuna's own test, also used by optimize()
     reaped = []
+    now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
+        who = f"{worker['pid']} on {worker['host']}" if isinstance(worker, dict) else "unknown"
         if _process_gone(worker):
             reason = f"worker process {worker['pid']} on {worker['host']} died during the trial (killed?)"
         elif trial._trial_id in stale_ids:
-            who = f"{worker['pid']} on {worker['host']}" if isinstance(worker, dict) else "unknown"
             reason = f"no heartbeat from worker {who} within the grace period (worker died or lost)"
+        elif _beat_stale(trial, worker, now):
+            reason = (f"no beat from worker {who} for {now - float(trial.user_attrs[ALIVE_ATTR]):.0f} s "
+                      f"(grace {beat_grace(float(worker['beat'])):.0f} s; worker died or lost)")
         else:
             continue
         try:

@@ -9,8 +9,10 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+from optuna_dashboard import get_note
 
 import nas
+from nas import dashboard
 from nas.report import hypervolume, pick_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +52,20 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     assert baseline.params == {f"s{s}.type": "none" for s in (1, 2, 3)}
     assert baseline.user_attrs["structure_hash"] == nas.preset_config("resnet20").structure_hash()
     assert "Δ: against the attention-free baseline, trial 0" in out.stdout
+    # optuna-dashboard: the study's note, and each completed trial's exported config as its artifact
+    note = get_note(study)
+    assert note.startswith(dashboard.NOTE_HEADER) and "**Baseline** (no attention): trial 0," in note
+    assert "### Pareto front" in note and "### The knee" in note
+    artifacts = tmp_path / "nas-artifacts"  # beside the storage file
+    for t in study.trials:
+        attached = dashboard.trial_artifacts(study, t)
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            assert attached == {}
+            continue
+        assert list(attached) == [f"trial-{t.number}.yaml"]
+        exported = nas.load_config(artifacts / attached[f"trial-{t.number}.yaml"])
+        assert exported.structure_hash() == t.user_attrs["structure_hash"]
+        assert exported.meta["metrics"]["val_accuracy"] == t.values[0] and exported.meta["provenance"]["trial"] == t.number
 
     report = cli("report", "--study", space, "--storage", storage, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -64,6 +80,9 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
         assert row.delta_macs == row.macs - baseline.user_attrs["macs"]
     for name in ("trials.csv", "pareto.csv", "pareto.png"):
         assert (tmp_path / "studies" / space / name).stat().st_size > 0
+    assert "optuna-dashboard: study note refreshed" in report.stdout
+    assert sorted(dashboard.study_artifacts(study)) == ["pareto.png", "trials.csv"]
+    assert get_note(study).count(dashboard.NOTE_HEADER) == 1
 
     exported = tmp_path / "best.yaml"
     exp = cli("export", "--study", space, "--storage", storage, "--pick", "knee", "-o", exported, cwd=tmp_path)

@@ -1,9 +1,13 @@
 """Storage choice and dead-worker recovery (nas/storage.py), without training."""
 from __future__ import annotations
 
+import re
+import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,6 +17,7 @@ from nas import storage as st
 from nas.errors import NasError
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_mask_url_hides_passwords():
@@ -144,3 +149,114 @@ def test_heartbeat_stale_trial_is_failed_with_reason(tmp_path):
     assert "no heartbeat from worker 1 on elsewhere.invalid" in failed.user_attrs["fail_reason"]
     waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"x": "remote"}]
+
+
+# --- storages without Optuna's heartbeat: the trial's own beat ------------------------------------
+
+
+def test_a_remote_trial_whose_beat_stopped_is_failed_and_retried(tmp_path):
+    """A worker on another machine (its pid cannot be looked up) that stopped
+    beating for longer than the grace is dead; one that beats recently, or a
+    trial that never beat (an older study), is left alone."""
+    study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
+    remote = {"host": "elsewhere.invalid", "boot": "b", "pid": 1, "start": "1", "beat": 60}
+    now = time.time()
+    silent = _running_trial(study, remote, x="remote")
+    silent.set_user_attr(st.ALIVE_ATTR, now - st.beat_grace(60) - 5)
+    beating = _running_trial(study, remote, x="alive")
+    beating.set_user_attr(st.ALIVE_ATTR, now - st.beat_grace(60) + 30)
+    never = _running_trial(study, {k: v for k, v in remote.items() if k != "beat"}, x="v")
+    never.set_user_attr(st.ALIVE_ATTR, now - 10_000)  # no "beat" in its worker: it never promised to beat
+    lines: list[str] = []
+    assert st.reap_dead_trials(study, lines.append) == [silent.number]
+    failed = study.get_trials()[silent.number]
+    assert failed.state == TrialState.FAIL
+    assert re.search(r"no beat from worker 1 on elsewhere.invalid for 18\d s \(grace 180 s", failed.user_attrs["fail_reason"])
+    assert study.get_trials()[beating.number].state == TrialState.RUNNING
+    assert study.get_trials()[never.number].state == TrialState.RUNNING
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"x": "remote"}]
+    assert st.beat_grace(100) == 300  # three beats, never under the grace period
+
+
+def test_trial_beat_writes_while_the_trial_runs_and_stops_after(tmp_path):
+    study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
+    trial = study.ask()
+    with st.TrialBeat(study._storage, trial._trial_id, 0.05):
+        first = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]  # written on entry
+        time.sleep(0.5)
+        later = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]
+        assert later > first + 0.2
+    study.tell(trial, 1.0)
+    stopped = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]
+    time.sleep(0.2)
+    assert study.get_trials()[0].user_attrs[st.ALIVE_ATTR] == stopped  # no beat after the trial
+    assert st.worker_identity(60)["beat"] == 60 and "beat" not in st.worker_identity()
+
+
+# --- grpc://HOST:PORT: Optuna's gRPC storage proxy -------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url", ["grpc://db", "grpc://db:0", "grpc://db:70000", "grpc://:13000", "grpc://db:13000/x"])
+def test_grpc_url_must_be_host_and_port(url):
+    with pytest.raises(NasError, match=r"is not grpc://HOST:PORT"):
+        st.check_url(url)
+    assert st.grpc_address("grpc://10.0.0.5:13000") == ("10.0.0.5", 13000)
+    assert st.grpc_address("grpc://[::1]:13000") == ("::1", 13000)
+    st.check_url("grpc://db.example:13000", workers=8)  # many workers: what the proxy is for
+
+
+def test_grpc_storage_without_a_proxy_is_one_line(monkeypatch):
+    monkeypatch.setattr(st, "PROXY_TIMEOUT", 0.5)
+    port = _free_port()
+    with pytest.raises(NasError, match=rf"no storage proxy answers at grpc://127.0.0.1:{port} within 0.5 s; "
+                                       rf"start one there with: python search.py storage-proxy"):
+        st.open_storage(f"grpc://127.0.0.1:{port}")
+
+
+def test_storage_proxy_refuses_what_it_cannot_serve(tmp_path):
+    with pytest.raises(NasError, match=r"cannot be served: Optuna's gRPC proxy serves database storages only"):
+        st.serve_proxy(str(tmp_path / "a.journal"), "127.0.0.1", 13000)
+    with pytest.raises(NasError, match=r"cannot be served"):
+        st.serve_proxy("grpc://127.0.0.1:13001", "127.0.0.1", 13000)
+    assert not (tmp_path / "a.journal").exists()
+
+
+def test_storage_proxy_command_serves_the_database_and_stops_on_sigterm(tmp_path):
+    """``search.py storage-proxy`` in front of a SQLite file: a study created
+    and a trial told through grpc:// land in the file; SIGTERM stops it
+    cleanly; a second proxy on the same port is one line, exit 2."""
+    db = tmp_path / "p.db"
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
+                             f"sqlite:///{db}", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url = f"grpc://127.0.0.1:{port}"
+        proxy = st.open_storage(url)  # waits until it answers
+        study = optuna.create_study(study_name="via-proxy", storage=proxy, directions=["maximize", "minimize"])
+        trial = study.ask()
+        trial.set_user_attr("who", "worker")
+        study.tell(trial, [0.5, 1e6])
+        again = subprocess.run([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
+                                f"sqlite:///{tmp_path / 'other.db'}", "--port", str(port)],
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+        assert again.stderr.startswith(f"error: storage-proxy: cannot listen on 127.0.0.1:{port}")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert f"storage proxy for sqlite:///{db} on grpc://127.0.0.1:{port}" in stdout
+    assert "storage proxy stopped" in stdout and "Traceback" not in stderr
+    direct = optuna.load_study(study_name="via-proxy", storage=st.open_storage(f"sqlite:///{db}"))
+    [stored] = direct.get_trials()
+    assert stored.values == [0.5, 1e6] and stored.user_attrs == {"who": "worker"}

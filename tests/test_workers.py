@@ -1,5 +1,7 @@
 """Several workers on one study, and workers that die: through the real CLI,
-on a journal file, SQLite (one writer) and a real PostgreSQL.
+on a journal file, SQLite (one writer), a real PostgreSQL, and the same
+PostgreSQL behind Optuna's gRPC storage proxy (``search.py storage-proxy``,
+workers on ``grpc://127.0.0.1:PORT``).
 
 PostgreSQL: set ``NAS_TEST_POSTGRES`` to a SQLAlchemy URL of an empty
 database you may write to (`.ci/run` starts one on 127.0.0.1 and sets it).
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,11 +41,36 @@ def _postgres() -> str:
     return POSTGRES
 
 
-def _storage(kind: str, tmp_path: Path) -> str:
+@pytest.fixture
+def postgres_proxy(tmp_path):
+    """``search.py storage-proxy`` in front of the test PostgreSQL (its URL,
+    with the password, by environment: not on the command line); yields the
+    workers' ``grpc://`` URL and the proxy process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(_search("storage-proxy", "--port", port), cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, NAS_STORAGE=_postgres()))
+    url = f"grpc://127.0.0.1:{port}"
+    try:
+        open_storage(url)  # waits until it answers
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _storage(kind: str, tmp_path: Path, request) -> str:
     if kind == "journal":
         return str(tmp_path / "nas.journal")
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/nas.db"
+    if kind == "grpc":
+        return request.getfixturevalue("postgres_proxy")[0]
     return _postgres()
 
 
@@ -54,19 +82,25 @@ def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(deepcopy=False)
 
 
-@pytest.mark.parametrize("kind", ["journal", "postgresql"])
-def test_four_workers_record_exactly_the_trials_asked_for(kind, tmp_path, cifar10_root):
-    storage = _storage(kind, tmp_path)
+# the proxy's case is Optuna's "4 workers x 5 trials"; the others two trials each
+@pytest.mark.parametrize("kind,n_trials", [("journal", 8), ("postgresql", 8), ("grpc", 20)])
+def test_four_workers_record_exactly_the_trials_asked_for(kind, n_trials, tmp_path, cifar10_root, request):
+    storage = _storage(kind, tmp_path, request)
     study = f"w4_{uuid.uuid4().hex[:8]}"  # PostgreSQL is shared between runs: a fresh study each time
-    out = subprocess.run(_search("--space", "se", "--study", study, "--workers", 4, "--trials", 8,
+    out = subprocess.run(_search("--space", "se", "--study", study, "--workers", 4, "--trials", n_trials,
                                  "--storage", storage, "--data", cifar10_root, *TINY),
                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "database is locked" not in out.stdout + out.stderr
     trials = _trials(storage, study)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(trials) == 8 and len(finished) == 8, [(t.number, t.state.name) for t in trials]
-    assert sorted(t.number for t in trials) == list(range(8))  # two each
+    assert len(trials) == n_trials and len(finished) == n_trials, [(t.number, t.state.name) for t in trials]
+    assert sorted(t.number for t in trials) == list(range(n_trials))
+    if kind == "grpc":  # what the workers wrote through the proxy is in PostgreSQL itself
+        direct = _trials(_postgres(), study)
+        assert [(t.number, t.state, t.values) for t in direct] == [(t.number, t.state, t.values) for t in trials]
+        # the workers beat through a user attr (the proxy passes no Optuna heartbeat)
+        assert all(t.user_attrs["worker"]["beat"] == 60 and "alive_at" in t.user_attrs for t in trials)
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert len(pids) == 4  # four processes shared the work
     for w in range(1, 5):
@@ -109,9 +143,9 @@ def _wait_for_running(storage: str, study: str, proc: subprocess.Popen, after_fi
     raise AssertionError("no trial started in time")
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
-def test_sigkill_mid_trial_then_resume(kind, tmp_path, cifar10_root):
-    storage = _storage(kind, tmp_path)
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "grpc"])
+def test_sigkill_mid_trial_then_resume(kind, tmp_path, cifar10_root, request):
+    storage = _storage(kind, tmp_path, request)
     study = f"kill_{uuid.uuid4().hex[:8]}"
     common = ["--space", "se", "--study", study, "--storage", storage, "--data", cifar10_root, *SLOW]
     proc = subprocess.Popen(_search(*common, "--trials", 5), cwd=tmp_path, stdout=subprocess.PIPE,
