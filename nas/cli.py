@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="folder for trials.csv, pareto.csv, pareto.png "
                    "(default: studies/STUDY/)")
     r.add_argument("--artifact-dir", default=None, metavar="DIR",
-                   help="optuna-dashboard artifact folder for the plot, trials.csv and the front's configs (default: "
+                   help="optuna-dashboard artifact folder for the plot and trials.csv (default: "
                         "$NAS_ARTIFACTS, else beside the storage file: studies/nas.db -> studies/nas-artifacts; "
                         "studies/artifacts for a database server)")
     r.set_defaults(func=_cmd_report)
@@ -359,7 +359,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
               f"{ref[1] / 1e6:g}M MACs)")
     print(f"wrote {out['trials_csv']}, {out['pareto_csv']}, {out['plot']}")
     url = storage_for_reading(args.storage, args.study)
-    shown = publish(study, out, None if url == DEFAULT_STORAGE else url, artifact_dir(url, args.artifact_dir))
+    try:
+        shown = publish(study, out, None if url == DEFAULT_STORAGE else url, artifact_dir(url, args.artifact_dir))
+    except NasError:
+        raise
+    except Exception as exc:  # e.g. a read-only database role: the report's files are written all the same
+        print(f"warning: the optuna-dashboard note and artifacts were not written: {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 0
     print(f"optuna-dashboard: study note refreshed; artifacts in {shown['folder']}: "
           + "; ".join(f"{owner}: {', '.join(names)}" for owner, names in shown["artifacts"].items()))
     return 0
@@ -386,11 +393,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from .storage import mask_url, open_storage
 
     folder = artifact_dir(args.storage, args.artifact_dir)
+    store = artifact_store(folder)
     storage = open_storage(args.storage)
     print(f"optuna-dashboard for {mask_url(args.storage or 'sqlite:///studies/nas.db')} with artifacts in {folder} "
           f"on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
-        run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store(folder))
+        run_server(storage, host=args.host, port=args.port, artifact_store=store)
     except KeyboardInterrupt:
         pass
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from .errors import NasError
 from .storage import DEFAULT_STORAGE, is_journal, is_sqlite, mask_url
 
 #: environment variable naming the artifact folder (as --artifact-dir)
@@ -66,7 +68,15 @@ def artifact_dir(storage: str | None, override: str | None = None) -> Path:
 
 
 def artifact_store(folder: Path) -> optuna.artifacts.FileSystemArtifactStore:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The store in ``folder``, created and checked writable (a one-line
+    error otherwise, before anything is trained)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise NasError(f"--artifact-dir: cannot write artifacts to {folder}: {exc.strerror or exc} (choose another "
+                       f"with --artifact-dir DIR or $NAS_ARTIFACTS)") from None
     return optuna.artifacts.FileSystemArtifactStore(str(folder))
 
 
@@ -100,9 +110,13 @@ def _front_table(front: pd.DataFrame, has_baseline: bool) -> list[str]:
 
 
 def _export_commands(study_name: str, storage: str | None, trial: int) -> str:
-    where = f" --storage {shlex.quote(mask_url(storage))}" if storage else ""
+    where, first = "", ""
+    if storage and mask_url(storage) != storage:  # a password: the command must not carry it, nor a *** in its place
+        first = f"# with NAS_STORAGE set to {mask_url(storage)} (its password filled in)\n"
+    elif storage:
+        where = f" --storage {shlex.quote(storage)}"
     out = f"{study_name}-trial{trial}.yaml"
-    return (f"python search.py export --study {shlex.quote(study_name)}{where} --trial {trial} "
+    return (f"{first}python search.py export --study {shlex.quote(study_name)}{where} --trial {trial} "
             f"-o {shlex.quote(out)}\npython search.py train {shlex.quote(out)}")
 
 
@@ -163,16 +177,24 @@ def study_note(study: optuna.Study, storage: str | None = None) -> str:
                   f"`trials.csv` (on the study) once `python search.py report --study {shlex.quote(study.study_name)}` "
                   "has run."]
     if attrs.get("space_yaml"):
-        lines += ["", f"### Space file `{name}`", "", "```yaml", attrs["space_yaml"].rstrip(), "```"]
+        lines += ["", f"### Space file `{name}`", "",
+                  "As written; the fidelity above is what ran (the command line may override the file's).",
+                  "", "```yaml", attrs["space_yaml"].rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
 
 def refresh_note(study: optuna.Study, storage: str | None = None) -> str:
-    """Write the study's note (replacing the previous one); returns it."""
-    from optuna_dashboard import save_note
+    """Write the study's note (replacing the previous one); returns it.
+    Unchanged notes are not written again. ``save_note`` writes a note in
+    pieces, so two workers refreshing at once could interleave them: the
+    note is read back and written again until it reads whole."""
+    from optuna_dashboard import get_note, save_note
 
     body = study_note(study, storage)
-    save_note(study, body)
+    for _ in range(3):
+        if get_note(study) == body:
+            break
+        save_note(study, body)
     return body
 
 

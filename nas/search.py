@@ -204,7 +204,13 @@ class Objective:
                 with beat:
                     values = self._evaluate(trial)
                 if self.artifacts is not None and "not_trained" not in trial.user_attrs:
-                    self._attach_config(trial, values[0])
+                    try:
+                        self._attach_config(trial, values[0])
+                    except Exception as exc:  # the trial's result stands; only the dashboard's copy is missing
+                        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                        trial.set_user_attr("artifact_error", reason)
+                        warnings.warn(f"trial {trial.number}: its config was not attached as an artifact: {reason}",
+                                      RuntimeWarning, stacklevel=1)
                 return values
             finally:
                 _STOP.in_trial = False
@@ -533,13 +539,16 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     # their reason, in the trial's user attrs too); Optuna's warnings would
     # add a traceback per failed trial
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from .dashboard import artifact_dir, refresh_note  # the report side of the data flow (it imports this module)
+    from .dashboard import artifact_dir, artifact_store, refresh_note  # the report side (it imports this module)
 
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads(run.workers)
     # everything that can be wrong with the input is checked before the
     # storage is touched, so a bad call writes nothing
     data = load_search_data(run.space, run.data)
+    # the artifact folder is checked before the study is touched (a bad
+    # --artifact-dir is one line, not a failure after each training)
+    artifact_store(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
     study, url = open_search(run, data)
     reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 

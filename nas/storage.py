@@ -93,11 +93,17 @@ def is_grpc(url: str) -> bool:
 
 
 def grpc_address(url: str) -> tuple[str, int]:
-    """``grpc://HOST:PORT`` -> (HOST, PORT), or a one-line error."""
+    """``grpc://HOST:PORT`` -> (HOST, PORT), or a one-line error. An IPv6
+    host keeps its brackets (``[::1]``): gRPC's target is ``HOST:PORT``."""
     m = re.fullmatch(r"grpc://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d+)/?", url)
     if not m or not 1 <= int(m.group(2)) <= 65535:
         raise NasError(f"--storage: {url!r} is not grpc://HOST:PORT (a port 1-65535), e.g. grpc://10.0.0.5:13000")
-    return m.group(1).strip("[]"), int(m.group(2))
+    return m.group(1), int(m.group(2))
+
+
+def _bracketed(host: str) -> str:
+    """``::1`` -> ``[::1]`` (an IPv6 literal in a ``HOST:PORT`` target)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def describe(url: str | None) -> str:
@@ -177,6 +183,7 @@ def serve_proxy(url: str | None, host: str, port: int, out: Callable[[str], None
     if not 1 <= port <= 65535:
         raise NasError(f"--port: must be 1-65535, got {port}")
     check_url(url)
+    host = _bracketed(host)
     _check_port_free(host, port)
     # cached in this process, as Optuna advises for the proxy: the workers'
     # reads of finished trials never reach the database again
@@ -200,10 +207,14 @@ def _check_port_free(host: str, port: int) -> None:
     """gRPC binds with SO_REUSEPORT, so a second proxy on a busy port would
     silently share it with the first (each worker then talking to either
     database); a plain bind tells that the port is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # a stopped proxy's connections linger in TIME_WAIT: they must not
+        # keep a new proxy off its port (a live listener still refuses the bind)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind((bare, port))
         except OSError as exc:
             raise NasError(f"storage-proxy: cannot listen on {host}:{port}: {exc.strerror or exc} "
                            f"(another proxy or program has it? choose --port)") from None

@@ -13,6 +13,26 @@ import torch
 torch.set_flush_denormal(True)
 
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``, the README's test command): each worker
+    process gets its own share of the cores (CPU affinity), which the CLI
+    processes a test starts inherit, so N workers never run N x cores
+    compute threads on the machine (oversubscribed intra-op threads spin
+    against each other). Most of a test's time is single-threaded (process
+    start-up, imports, storage I/O), which is what running N at once wins."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < count:
+        return
+    share = cores[int(worker.removeprefix("gw")) % count::count]
+    os.sched_setaffinity(0, share)
+    torch.set_num_threads(len(share))
+
+
 @pytest.fixture(autouse=True)
 def _same_torch_state_for_every_test():
     """Every test starts from the same global torch state, whatever ran

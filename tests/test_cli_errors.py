@@ -90,6 +90,15 @@ CASES = {
                                     "sqlite:///studies/nas.db"],
                                    "SQLite is not safe for 2 concurrent workers"),
     "bad --trials": (["--space", "se", "--trials", "0"], "--trials: must be >= 1, got 0"),
+    "gRPC storage that is no HOST:PORT": (["--space", "se", "--data", "{data}", "--storage", "grpc://db.example"],
+                                          "--storage: 'grpc://db.example' is not grpc://HOST:PORT"),
+    "artifact folder that cannot be written": (
+        ["--space", "se", "--study", "fresh", "--data", "{data}", "--artifact-dir", "resnet20.yaml"],
+        "--artifact-dir: cannot write artifacts to resnet20.yaml"),
+    "dashboard: artifact folder that cannot be written": (["dashboard", "--artifact-dir", "resnet20.yaml"],
+                                                          "--artifact-dir: cannot write artifacts to resnet20.yaml"),
+    "storage-proxy for a journal file": (["storage-proxy", "--storage", "studies/nas.journal"],
+                                         "cannot be served: Optuna's gRPC proxy serves database storages only"),
     "unknown study for report": (["report", "--study", "nope"], "no study 'nope' in sqlite:///studies/nas.db; "
                                  "studies there: done, jpeg_copy, nothing_finished"),
     "resume a JPEG-copy study on the original pixels": (

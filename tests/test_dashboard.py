@@ -77,6 +77,14 @@ def test_note_has_space_fidelity_front_hypervolume_baseline_and_export_command(t
     knee = nas.report.pick_trial(study, "knee").number
     assert (f"python search.py export --study se-dash --storage {url} --trial {knee} -o se-dash-trial{knee}.yaml"
             in body)
+    # an unchanged note is not written again (each write is a new version of it)
+    version = study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"]
+    assert dashboard.refresh_note(study, url) == body
+    assert study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"] == version
+    # a storage with a password: the command neither carries it nor a *** that would not run
+    secret = dashboard._export_commands("s", "postgresql+psycopg2://nas:hunter2@db/nas", 3)
+    assert "hunter2" not in secret and "***@db" in secret.splitlines()[0] and "--storage" not in secret
+    assert secret.splitlines()[1] == "python search.py export --study s --trial 3 -o s-trial3.yaml"
 
 
 def test_report_twice_refreshes_the_note_and_artifacts_without_duplicates(tmp_path):

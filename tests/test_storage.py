@@ -197,9 +197,9 @@ def test_trial_beat_writes_while_the_trial_runs_and_stops_after(tmp_path):
 # --- grpc://HOST:PORT: Optuna's gRPC storage proxy -------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -208,7 +208,7 @@ def test_grpc_url_must_be_host_and_port(url):
     with pytest.raises(NasError, match=r"is not grpc://HOST:PORT"):
         st.check_url(url)
     assert st.grpc_address("grpc://10.0.0.5:13000") == ("10.0.0.5", 13000)
-    assert st.grpc_address("grpc://[::1]:13000") == ("::1", 13000)
+    assert st.grpc_address("grpc://[::1]:13000") == ("[::1]", 13000)  # gRPC's target needs the brackets
     st.check_url("grpc://db.example:13000", workers=8)  # many workers: what the proxy is for
 
 
@@ -229,34 +229,43 @@ def test_storage_proxy_refuses_what_it_cannot_serve(tmp_path):
 
 
 def test_storage_proxy_command_serves_the_database_and_stops_on_sigterm(tmp_path):
-    """``search.py storage-proxy`` in front of a SQLite file: a study created
-    and a trial told through grpc:// land in the file; SIGTERM stops it
-    cleanly; a second proxy on the same port is one line, exit 2."""
+    """``search.py storage-proxy`` in front of a SQLite file, on IPv6 loopback
+    (brackets in the URL): a study created and a trial told through grpc://
+    land in the file; a remote worker's trial whose beat stopped is reaped
+    through the proxy; SIGTERM stops it cleanly; a second proxy on the same
+    port is one line, exit 2."""
     db = tmp_path / "p.db"
-    port = _free_port()
+    port = _free_port("::1")
     proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
-                             f"sqlite:///{db}", "--port", str(port)], stdout=subprocess.PIPE,
+                             f"sqlite:///{db}", "--host", "::1", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        url = f"grpc://127.0.0.1:{port}"
+        url = f"grpc://[::1]:{port}"
         proxy = st.open_storage(url)  # waits until it answers
         study = optuna.create_study(study_name="via-proxy", storage=proxy, directions=["maximize", "minimize"])
         trial = study.ask()
         trial.set_user_attr("who", "worker")
         study.tell(trial, [0.5, 1e6])
+        lost = _running_trial(study, {"host": "elsewhere.invalid", "boot": "b", "pid": 1, "start": "1", "beat": 60},
+                              x="remote")
+        lost.set_user_attr(st.ALIVE_ATTR, time.time() - 1000)
+        assert st.reap_dead_trials(study) == [lost.number]
         again = subprocess.run([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
-                                f"sqlite:///{tmp_path / 'other.db'}", "--port", str(port)],
+                                f"sqlite:///{tmp_path / 'other.db'}", "--host", "::1", "--port", str(port)],
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
-        assert again.stderr.startswith(f"error: storage-proxy: cannot listen on 127.0.0.1:{port}")
+        assert again.stderr.startswith(f"error: storage-proxy: cannot listen on [::1]:{port}")
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
-    assert f"storage proxy for sqlite:///{db} on grpc://127.0.0.1:{port}" in stdout
+    assert f"storage proxy for sqlite:///{db} on grpc://[::1]:{port}" in stdout
     assert "storage proxy stopped" in stdout and "Traceback" not in stderr
     direct = optuna.load_study(study_name="via-proxy", storage=st.open_storage(f"sqlite:///{db}"))
-    [stored] = direct.get_trials()
-    assert stored.values == [0.5, 1e6] and stored.user_attrs == {"who": "worker"}
+    stored = direct.get_trials()
+    assert stored[0].values == [0.5, 1e6] and stored[0].user_attrs == {"who": "worker"}
+    assert stored[lost.number].state == TrialState.FAIL and "no beat from worker 1" in \
+        stored[lost.number].user_attrs["fail_reason"]
+    assert [t.system_attrs["fixed_params"] for t in stored if t.state == TrialState.WAITING] == [{"x": "remote"}]

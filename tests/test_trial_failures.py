@@ -65,3 +65,31 @@ def test_ctrl_c_is_not_swallowed(tiny_data):
             study.optimize(objective, n_trials=1, catch=(search.TrialFailed,))
     assert study.trials[0].state == TrialState.FAIL
     assert study.trials[0].user_attrs["fail_reason"] == "interrupted (Ctrl-C) during the trial"
+
+
+def test_a_failed_artifact_upload_keeps_the_trained_result(monkeypatch, tiny_data, tmp_path):
+    """Each completed trial gets its config as an artifact; when that upload
+    fails (a full disk, a folder gone), the trial keeps its accuracy and
+    records why the artifact is missing."""
+    from nas import dashboard
+
+    space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none, se]\nparams: {se: {r: 2}}\n"
+                        "sampler: random\nfidelity: {rungs: [1], batch_size: 16}\n", name="t")
+    objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"), artifacts=tmp_path / "art")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"s1.type": "none", "s2.type": "none", "s3.type": "none"})
+    study.enqueue_trial({"s1.type": "se", "s2.type": "none", "s3.type": "none"})
+    study.optimize(objective, n_trials=1)
+    attached = dashboard.trial_artifacts(study, study.trials[0])
+    assert list(attached) == ["trial-0.yaml"] and (tmp_path / "art" / attached["trial-0.yaml"]).is_file()
+
+    def full_disk(**kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(optuna.artifacts, "upload_artifact", full_disk)
+    with pytest.warns(RuntimeWarning, match="trial 1: its config was not attached"):
+        study.optimize(objective, n_trials=1)
+    second = study.trials[1]
+    assert second.state == TrialState.COMPLETE and 0.0 <= second.values[0] <= 1.0
+    assert second.user_attrs["artifact_error"] == "OSError: [Errno 28] No space left on device"
+    assert dashboard.trial_artifacts(study, second) == {}
