@@ -131,3 +131,13 @@ def cifar10_root(tmp_path_factory) -> Path:
             f"{target} is not one either (train/ and test/ of PNGs), and {CIFAR10_TARBALL} does not exist"
         )
     return _unpack_cifar10(target, tmp_path_factory)
+
+
+def stop_server(proc: subprocess.Popen, signum: int, timeout: float = 30) -> None:
+    """Stop a server a test started (dashboard, storage proxy) the way a
+    user would (``signum``), killing it if it does not exit in time."""
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

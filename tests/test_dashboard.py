@@ -20,6 +20,7 @@ import pytest
 from optuna_dashboard import get_note
 
 import nas
+from conftest import stop_server
 from nas import dashboard
 from nas.report import write_report
 from nas.space import load_space
@@ -174,11 +175,7 @@ def test_a_browser_shows_the_note_and_the_artifacts(tmp_path):
             pages[name] = shown.stdout
             (tmp_path / f"dashboard-{name}.html").write_text(shown.stdout)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server, signal.SIGINT)
     # the note's page, rendered from Markdown: its front table (a real <table>), the hypervolume, the export command
     html = pages["note"]
     tables = [t for t in re.findall(r"<table.*?</table>", html, re.S) if "0 (baseline)" in t]

@@ -23,6 +23,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import stop_server
 from nas.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +58,7 @@ def postgres_proxy(tmp_path):
         open_storage(url)  # waits until it answers
         yield url, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, signal.SIGTERM)
 
 
 def _storage(kind: str, tmp_path: Path, request) -> str:
