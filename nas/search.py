@@ -579,7 +579,6 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
             study.set_user_attr("front", front_summary(pareto_front(study), study_seed_std(study)))
             refresh_note(study, shown_url)  # and the study's note
 
-
     with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],
                        catch=(TrialFailed,), gc_after_trial=False)

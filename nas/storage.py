@@ -195,7 +195,8 @@ def serve_proxy(url: str | None, host: str, port: int, out: Callable[[str], None
         except ImportError as exc:
             raise NasError(f"storage-proxy needs grpcio and protobuf (pip install grpcio protobuf): "
                            f"{one_line(exc, 160)}") from None
-        out(f"storage proxy for {mask_url(url)} on grpc://{host}:{port}; workers: --storage grpc://{host}:{port} "
+        reach = "THIS_MACHINE" if host in ("0.0.0.0", "[::]") else host  # every interface: workers name this one
+        out(f"storage proxy for {mask_url(url)} on grpc://{host}:{port}; workers: --storage grpc://{reach}:{port} "
             f"(Ctrl-C stops it)")
         try:
             optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
