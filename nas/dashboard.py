@@ -67,6 +67,20 @@ def artifact_dir(storage: str | None, override: str | None = None) -> Path:
     return path.with_name(path.stem + "-artifacts")
 
 
+def check_artifact_dir(folder: Path) -> None:
+    """A one-line error if ``folder`` could not hold artifacts, without
+    creating it (a run refused for another reason leaves nothing behind):
+    it, or the nearest folder above it that exists, must be a writable
+    folder."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise NasError(f"--artifact-dir: cannot write artifacts to {folder}: {existing} {what} (choose another "
+                       f"with --artifact-dir DIR or $NAS_ARTIFACTS)")
+
+
 def artifact_store(folder: Path) -> optuna.artifacts.FileSystemArtifactStore:
     """The store in ``folder``, created and checked writable (a one-line
     error otherwise, before anything is trained)."""

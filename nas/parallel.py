@@ -59,9 +59,9 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: i
 def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], None] = print) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_search_data(run.space, run.data)  # a missing data folder fails here, once
-    from .dashboard import artifact_dir, artifact_store  # and an artifact folder that cannot be written
+    from .dashboard import artifact_dir, check_artifact_dir  # and an artifact folder that cannot be written
 
-    artifact_store(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
+    check_artifact_dir(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
     study, url = open_search(run, data)
     del data
     reap_dead_trials(study, out)

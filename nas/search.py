@@ -539,7 +539,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     # their reason, in the trial's user attrs too); Optuna's warnings would
     # add a traceback per failed trial
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from .dashboard import artifact_dir, artifact_store, refresh_note  # the report side (it imports this module)
+    from .dashboard import artifact_dir, check_artifact_dir, refresh_note  # the report side (it imports this module)
 
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads(run.workers)
@@ -548,7 +548,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     data = load_search_data(run.space, run.data)
     # the artifact folder is checked before the study is touched (a bad
     # --artifact-dir is one line, not a failure after each training)
-    artifact_store(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
+    check_artifact_dir(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
     study, url = open_search(run, data)
     reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 
