@@ -319,7 +319,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .dashboard import artifact_dir, publish
     from .report import write_report
-    from .storage import DEFAULT_STORAGE, load_study, storage_for_reading
+    from .storage import load_study, storage_for_reading
 
     study = load_study(args.study, args.storage)
     out = write_report(study, args.out or Path("studies") / args.study)
@@ -360,7 +360,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print(f"wrote {out['trials_csv']}, {out['pareto_csv']}, {out['plot']}")
     url = storage_for_reading(args.storage, args.study)
     try:
-        shown = publish(study, out, None if url == DEFAULT_STORAGE else url, artifact_dir(url, args.artifact_dir))
+        shown = publish(study, out, url, artifact_dir(url, args.artifact_dir))
     except NasError:
         raise
     except Exception as exc:  # e.g. a read-only database role: the report's files are written all the same

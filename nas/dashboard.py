@@ -124,11 +124,14 @@ def _front_table(front: pd.DataFrame, has_baseline: bool) -> list[str]:
 
 
 def _export_commands(study_name: str, storage: str | None, trial: int) -> str:
+    """The commands that export and retrain ``trial``; ``--storage`` only
+    where the commands' default would not find the study."""
     where, first = "", ""
-    if storage and mask_url(storage) != storage:  # a password: the command must not carry it, nor a *** in its place
-        first = f"# with NAS_STORAGE set to {mask_url(storage)} (its password filled in)\n"
-    elif storage:
-        where = f" --storage {shlex.quote(storage)}"
+    if storage and storage != DEFAULT_STORAGE:
+        if mask_url(storage) != storage:  # a password: the command must not carry it, nor a *** in its place
+            first = f"# with NAS_STORAGE set to {mask_url(storage)} (its password filled in)\n"
+        else:
+            where = f" --storage {shlex.quote(storage)}"
     out = f"{study_name}-trial{trial}.yaml"
     return (f"{first}python search.py export --study {shlex.quote(study_name)}{where} --trial {trial} "
             f"-o {shlex.quote(out)}\npython search.py train {shlex.quote(out)}")

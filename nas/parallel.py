@@ -30,7 +30,7 @@ import optuna
 
 from .errors import NasError
 from .search import SearchRun, Terminated, load_search_data, open_search, trials_so_far
-from .storage import DEFAULT_STORAGE, mask_url, open_storage, reap_dead_trials, storage_for_search
+from .storage import mask_url, open_storage, reap_dead_trials
 
 
 def split_trials(total: int | None, workers: int) -> list[int | None]:
@@ -59,9 +59,6 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: i
 def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], None] = print) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_search_data(run.space, run.data)  # a missing data folder fails here, once
-    from .dashboard import artifact_dir, check_artifact_dir  # and an artifact folder that cannot be written
-
-    check_artifact_dir(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
     study, url = open_search(run, data)
     del data
     reap_dead_trials(study, out)
@@ -129,5 +126,5 @@ def run_workers(run: SearchRun, args: argparse.Namespace, out: Callable[[str], N
     study = optuna.load_study(study_name=run.study_name, storage=open_storage(url))
     from .dashboard import refresh_note  # the workers refreshed it in turn; once more, from the final state
 
-    refresh_note(study, None if url == DEFAULT_STORAGE else url)
+    refresh_note(study, url)
     return study

@@ -43,7 +43,7 @@ from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import measure_step_latency, profile
 from .provenance import versions
 from .space import OBJECTIVE_ATTRS, SearchSpace
-from .storage import (DEFAULT_STORAGE, HEARTBEAT_INTERVAL, WORKER_ATTR, TrialBeat, is_journal, mask_url,
+from .storage import (HEARTBEAT_INTERVAL, WORKER_ATTR, TrialBeat, is_journal, mask_url,
                       open_storage, reap_dead_trials, storage_for_search, worker_identity)
 from .train import DivergedError
 
@@ -185,6 +185,7 @@ class Objective:
     storage_url: str | None = None
     fidelity_key: str = field(init=False)
     _bar: Any = field(init=False, default=None)
+    _store: Any = field(init=False, default=None)  # the artifact store, made at the first upload
     _latencies: dict[str, float] = field(init=False, default_factory=dict)  # structure hash -> ms per step
 
     def __post_init__(self) -> None:
@@ -241,12 +242,13 @@ class Objective:
         from .dashboard import artifact_store
         from .report import exported_config
 
+        if self._store is None:
+            self._store = artifact_store(self.artifacts)
         cfg = exported_config(trial.study, trial.number, trial.user_attrs, accuracy, self.storage_url)
         with tempfile.TemporaryDirectory(prefix="nas-artifact-") as tmp:
             path = f"{tmp}/trial-{trial.number}.yaml"
             cfg.save(path)
-            optuna.artifacts.upload_artifact(artifact_store=artifact_store(self.artifacts), file_path=path,
-                                             study_or_trial=trial)
+            optuna.artifacts.upload_artifact(artifact_store=self._store, file_path=path, study_or_trial=trial)
 
     def _evaluate(self, trial: optuna.Trial):
         space, f = self.space, self.space.fidelity
@@ -448,7 +450,11 @@ class SearchRun:
 def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
     """Resolve the storage, create or resume the study and record its
     provenance. Returns the study and the storage URL actually used."""
+    from .dashboard import artifact_dir, check_artifact_dir  # the report side (it imports this module)
+
     url = storage_for_search(run.storage, run.study_name, run.workers)
+    # a bad --artifact-dir is one line before the study is touched, not a failure after each training
+    check_artifact_dir(artifact_dir(url, run.artifact_dir))
     heartbeat = None if is_journal(url) else run.heartbeat
     study = create_or_resume(run.space, run.study_name, url, run.seed + 1000 * run.worker_index, heartbeat,
                              data.fingerprint)
@@ -539,16 +545,13 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     # their reason, in the trial's user attrs too); Optuna's warnings would
     # add a traceback per failed trial
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from .dashboard import artifact_dir, check_artifact_dir, refresh_note  # the report side (it imports this module)
+    from .dashboard import artifact_dir, refresh_note  # the report side (it imports this module)
 
     runtime = resolve_runtime(run.device, run.precision)
     threads = configure_threads(run.workers)
     # everything that can be wrong with the input is checked before the
     # storage is touched, so a bad call writes nothing
     data = load_search_data(run.space, run.data)
-    # the artifact folder is checked before the study is touched (a bad
-    # --artifact-dir is one line, not a failure after each training)
-    check_artifact_dir(artifact_dir(storage_for_search(run.storage, run.study_name, run.workers), run.artifact_dir))
     study, url = open_search(run, data)
     reap_dead_trials(study, out)  # trials left RUNNING by a worker that died
 
@@ -560,9 +563,8 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     batch = min(f.batch_size, len(data.train_labels))
     # Optuna's heartbeat where the storage has it (RDB); else the trial's own beat
     beat = None if is_heartbeat_enabled(study._storage) else run.heartbeat
-    shown_url = None if url == DEFAULT_STORAGE else url
     objective = Objective(run.space, data, runtime, progress=progress_for_terminal(f.rungs, batch), beat_seconds=beat,
-                          artifacts=artifact_dir(url, run.artifact_dir), storage_url=shown_url)
+                          artifacts=artifact_dir(url, run.artifact_dir), storage_url=url)
     started = time.perf_counter()
     target = run.trials
     finished = [0]
@@ -577,7 +579,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
         if trial.state == TrialState.COMPLETE:
             # the dashboard shows study user attrs: the front as it stands, with its noise
             study.set_user_attr("front", front_summary(pareto_front(study), study_seed_std(study)))
-            refresh_note(study, shown_url)  # and the study's note
+            refresh_note(study, url)  # and the study's note
 
     with _signals_stop(study):
         study.optimize(objective, n_trials=run.trials, timeout=run.timeout, callbacks=[report],

@@ -157,11 +157,7 @@ def _open_proxy(url: str) -> optuna.storages.BaseStorage:
     host, port = grpc_address(url)
     with warnings.catch_warnings():  # "experimental" since Optuna 4.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
-        except ImportError as exc:
-            raise NasError(f"--storage {url}: the gRPC proxy needs grpcio and protobuf "
-                           f"(pip install grpcio protobuf): {one_line(exc, 160)}") from None
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)  # grpcio is a dependency
     try:
         proxy.wait_server_ready(timeout=PROXY_TIMEOUT)
     except ConnectionError:
@@ -190,11 +186,6 @@ def serve_proxy(url: str | None, host: str, port: int, out: Callable[[str], None
     storage = optuna.storages.get_storage(open_storage(url))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            from optuna.storages._grpc.server import make_server  # noqa: F401  (grpcio present?)
-        except ImportError as exc:
-            raise NasError(f"storage-proxy needs grpcio and protobuf (pip install grpcio protobuf): "
-                           f"{one_line(exc, 160)}") from None
         reach = "THIS_MACHINE" if host in ("0.0.0.0", "[::]") else host  # every interface: workers name this one
         out(f"storage proxy for {mask_url(url)} on grpc://{host}:{port}; workers: --storage grpc://{reach}:{port} "
             f"(Ctrl-C stops it)")

@@ -20,7 +20,7 @@ import pytest
 from optuna_dashboard import get_note
 
 import nas
-from conftest import stop_server
+from conftest import free_port, stop_server
 from nas import dashboard
 from nas.report import write_report
 from nas.space import load_space
@@ -150,9 +150,7 @@ def test_a_browser_shows_the_note_and_the_artifacts(tmp_path):
     study, url = _study_of_se(tmp_path)
     folder = tmp_path / "artifacts"
     dashboard.publish(study, write_report(study, tmp_path / "report"), url, folder)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, str(REPO / "search.py"), "dashboard", "--storage", url, "--port",
                                str(port), "--artifact-dir", str(folder)], cwd=tmp_path, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import free_port
 from nas import storage as st
 from nas.errors import NasError
 
@@ -197,12 +197,6 @@ def test_trial_beat_writes_while_the_trial_runs_and_stops_after(tmp_path):
 # --- grpc://HOST:PORT: Optuna's gRPC storage proxy -------------------------------------------------
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("url", ["grpc://db", "grpc://db:0", "grpc://db:70000", "grpc://:13000", "grpc://db:13000/x"])
 def test_grpc_url_must_be_host_and_port(url):
     with pytest.raises(NasError, match=r"is not grpc://HOST:PORT"):
@@ -214,7 +208,7 @@ def test_grpc_url_must_be_host_and_port(url):
 
 def test_grpc_storage_without_a_proxy_is_one_line(monkeypatch):
     monkeypatch.setattr(st, "PROXY_TIMEOUT", 0.5)
-    port = _free_port()
+    port = free_port()
     with pytest.raises(NasError, match=rf"no storage proxy answers at grpc://127.0.0.1:{port} within 0.5 s; "
                                        rf"start one there with: python search.py storage-proxy"):
         st.open_storage(f"grpc://127.0.0.1:{port}")
@@ -235,7 +229,7 @@ def test_storage_proxy_command_serves_the_database_and_stops_on_sigterm(tmp_path
     through the proxy; SIGTERM stops it cleanly; a second proxy on the same
     port is one line, exit 2."""
     db = tmp_path / "p.db"
-    port = _free_port("::1")
+    port = free_port("::1")
     proc = subprocess.Popen([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
                              f"sqlite:///{db}", "--host", "::1", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)

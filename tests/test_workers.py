@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import stop_server
+from conftest import free_port, stop_server
 from nas.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,9 +46,7 @@ def postgres_proxy(tmp_path):
     """``search.py storage-proxy`` in front of the test PostgreSQL (its URL,
     with the password, by environment: not on the command line); yields the
     workers' ``grpc://`` URL and the proxy process."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(_search("storage-proxy", "--port", port), cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=dict(os.environ, NAS_STORAGE=_postgres()))
