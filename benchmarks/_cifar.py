@@ -109,6 +109,20 @@ class ArmLog:
         self._write()
         return rows[-1][2] if rows else 0.0
 
+    def record_paused(self, arm: str, epochs: float, total: float) -> None:
+        """Record that, once the epoch ending at ``epochs`` was done, the
+        arm's process had spent ``total`` seconds, since the run began, on
+        work that is not the arm's own (the other arm's epochs run in its
+        callback). The trainer's saved wall time includes those seconds."""
+        marks = self.arms.setdefault(arm, {"rows": [], "finished": False}).setdefault("paused", [])
+        marks[:] = [m for m in marks if m[0] < epochs - 1e-9] + [[epochs, total]]
+        self._write()
+
+    def paused_at(self, arm: str, epochs: float) -> float:
+        """The paused total recorded at the last epoch boundary <= ``epochs``."""
+        marks = [m for m in self.arms.get(arm, {}).get("paused", []) if m[0] <= epochs + 1e-9]
+        return marks[-1][1] if marks else 0.0
+
     def finish(self, arm: str) -> None:
         self.arms.setdefault(arm, {"rows": [], "finished": False})["finished"] = True
         self._write()

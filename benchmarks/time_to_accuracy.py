@@ -15,8 +15,11 @@ weights). They differ only in how the work is done:
     images with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
     ``ToTensor``, ``Normalize``; evaluation through a ``DataLoader`` too.
 
-The clock includes evaluation; an arm stops at the first epoch whose
-validation accuracy reaches the highest target. Long schedules take hours
+The arms alternate in one process, epoch by epoch ((a) one epoch, (b) one
+epoch, ...), and each clock counts only its own arm's epochs, evaluation
+included: a slow spell of the machine (a shared CPU's speed drifts by tens
+of per cent over hours) falls on both. An arm stops at the first epoch whose
+validation accuracy reaches the highest target; the other goes on alone. Long schedules take hours
 on a small CPU, so the run keeps its epoch log (``--log``, JSON) and each
 arm's training state beside it: the same command after a kill resumes where
 it stopped, and the times are those of an uninterrupted run.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 
 import _cifar
 import torch
@@ -41,31 +45,42 @@ from nas.train import Recipe, _lr_at, _param_groups, saved_progress, train
 
 
 def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
-             log: _cifar.ArmLog, arm: str = "ours") -> list[tuple]:
+             log: _cifar.ArmLog, arm: str = "ours", between: Callable[[], None] | None = None) -> list[tuple]:
     """Train (a) until ``target`` or the end; returns (epochs, accuracy,
-    wall seconds) after every epoch, kept in ``log`` (resumable, see ArmLog)."""
+    wall seconds) after every epoch, kept in ``log`` (resumable, see ArmLog).
+    ``between()`` runs after each of (a)'s epochs, off (a)'s clock: the other
+    arm's next epoch, so that both arms see the same machine."""
     recipe = Recipe(epochs=epochs, rungs=list(range(1, math.ceil(epochs))), seed=0)
     rows = log.rows(arm)
     if log.finished(arm):
         return [tuple(r) for r in rows]
     state = log.state_file(arm)
     key = f"time_to_accuracy|{arm}|{log.setup}"
-    offset = 0.0
     progress = saved_progress(state, key)
-    if progress is not None:  # continue the clock from the state's epoch boundary
-        offset = progress["wall_seconds"]
-        log.resume_at(arm, progress["step"] * recipe.batch_size / len(labels))
-    else:
-        log.resume_at(arm, 0.0)
+    # the trainer's saved wall time includes the other arm's epochs run in
+    # between; the log knows how many seconds of those came before the state
+    resumed_at = progress["step"] * recipe.batch_size / len(labels) if progress else 0.0
+    paused_before = log.paused_at(arm, resumed_at) if progress else 0.0
+    log.resume_at(arm, resumed_at)
+    offset = progress["wall_seconds"] - paused_before if progress else 0.0
     torch.manual_seed(0)
     model = nas.build_model(nas.preset_config("resnet20"))
     start = time.perf_counter()
+    paused = 0.0
 
     def at_epoch(rung: int, epochs_done: float, accuracy: float) -> bool:
-        wall = offset + time.perf_counter() - start
+        nonlocal paused
+        wall = offset + time.perf_counter() - start - paused
         log.append(arm, epochs_done, accuracy, wall)
         print(f"  (a) epoch {epochs_done:5.2f}  val {accuracy:.4f}  wall {wall:6.0f} s", flush=True)
-        return accuracy >= target
+        if accuracy >= target:
+            return True
+        if between is not None:
+            t0 = time.perf_counter()
+            between()
+            paused += time.perf_counter() - t0
+            log.record_paused(arm, epochs_done, paused_before + paused)
+        return False
 
     train(model, images, labels, val_images, val_labels, mean, std, recipe, resolve_runtime(), callback=at_epoch,
           state_path=state, state_key=key, state_interval=0)
@@ -73,77 +88,90 @@ def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, t
     return [tuple(r) for r in rows]
 
 
-def run_naive(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
-              log: _cifar.ArmLog, arm: str = "naive") -> list[tuple]:
-    """Train (b) until ``target`` or the end, the same way as run_ours."""
-    from torchvision import transforms
+class NaiveArm:
+    """(b), the naive recipe, one epoch per call of :meth:`epoch`, so that
+    it can alternate with (a); resumable like (a) from its state file."""
 
-    rows = log.rows(arm)
-    if log.finished(arm):
-        return [tuple(r) for r in rows]
-    recipe = Recipe(epochs=epochs, seed=0)
-    augment = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-    plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    loader = torch.utils.data.DataLoader(_PILImages(images, labels, augment), batch_size=recipe.batch_size,
-                                         shuffle=True, num_workers=2, drop_last=True)
-    val_loader = torch.utils.data.DataLoader(_PILImages(val_images, val_labels, plain), batch_size=1000,
-                                             num_workers=2)
-    torch.manual_seed(0)
-    model = nas.build_model(nas.preset_config("resnet20"))
-    opt = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=True)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    steps_per_epoch = len(loader)
-    total = math.ceil(epochs * steps_per_epoch)
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    step, offset = 0, 0.0
-    state_file = log.state_file(arm)
-    if state_file.exists():
-        # the global generator drives the loader's shuffling and its workers'
-        # seeds: restored, the next epochs are the ones an unbroken run trains
-        state = torch.load(state_file, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step, offset = state["step"], state["wall_seconds"]
-        log.resume_at(arm, step / steps_per_epoch)
-        print(f"  (b) resuming at epoch {step / steps_per_epoch:.2f}", flush=True)
-    else:
-        log.resume_at(arm, 0.0)
-    start = time.perf_counter()
-    while step < total:
-        model.train()
-        for x, y in loader:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, recipe.lr)
-            loss = criterion(model(x), y)
-            opt.zero_grad(set_to_none=True)
+    def __init__(self, images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
+                 log: _cifar.ArmLog, arm: str = "naive") -> None:
+        from torchvision import transforms
+
+        self.log, self.arm, self.target = log, arm, target
+        self.n_val = len(val_labels)
+        self.done = log.finished(arm)
+        if self.done:
+            return
+        recipe = Recipe(epochs=epochs, seed=0)
+        augment = transforms.Compose([
+            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ])
+        plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+        self.loader = torch.utils.data.DataLoader(_PILImages(images, labels, augment), batch_size=recipe.batch_size,
+                                                  shuffle=True, num_workers=2, drop_last=True)
+        self.val_loader = torch.utils.data.DataLoader(_PILImages(val_images, val_labels, plain), batch_size=1000,
+                                                      num_workers=2)
+        torch.manual_seed(0)
+        self.model = nas.build_model(nas.preset_config("resnet20"))
+        self.opt = torch.optim.SGD(_param_groups(self.model, recipe.weight_decay), lr=recipe.lr,
+                                   momentum=recipe.momentum, nesterov=True)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        self.lr = recipe.lr
+        self.steps_per_epoch = len(self.loader)
+        self.total = math.ceil(epochs * self.steps_per_epoch)
+        self.warmup = round(recipe.warmup_epochs * self.steps_per_epoch)
+        self.step = 0
+        # this arm's own generator drives the loader's shuffling and its
+        # workers' seeds, untouched by (a) in between; restored from the
+        # state, the next epochs are the ones an unbroken run trains
+        self.generator = torch.Generator().manual_seed(0)
+        self.loader.generator = self.generator
+        state_file = log.state_file(arm)
+        if state_file.exists():
+            state = torch.load(state_file, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["rng"])
+            self.step = state["step"]
+            print(f"  (b) resuming at epoch {self.step / self.steps_per_epoch:.2f}", flush=True)
+        self.wall = log.resume_at(arm, self.step / self.steps_per_epoch)
+
+    def epoch(self) -> None:
+        """One epoch of training, then validation; the clock counts both."""
+        if self.done:
+            return
+        start = time.perf_counter()
+        self.model.train()
+        for x, y in self.loader:
+            for group in self.opt.param_groups:
+                group["lr"] = _lr_at(self.step, self.total, self.warmup, self.lr)
+            loss = self.criterion(self.model(x), y)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            step += 1
-            if step >= total:
+            self.opt.step()
+            self.step += 1
+            if self.step >= self.total:
                 break
-        model.eval()
+        self.model.eval()
         correct = 0
         with torch.no_grad():
-            for x, y in val_loader:
-                correct += (model(x).argmax(1) == y).sum().item()
-        accuracy = correct / len(val_labels)
-        wall = offset + time.perf_counter() - start
-        print(f"  (b) epoch {step / steps_per_epoch:5.2f}  val {accuracy:.4f}  wall {wall:6.0f} s", flush=True)
-        log.append(arm, step / steps_per_epoch, accuracy, wall)
-        if accuracy < target and step < total:
+            for x, y in self.val_loader:
+                correct += (self.model(x).argmax(1) == y).sum().item()
+        accuracy = correct / self.n_val
+        self.done = accuracy >= self.target or self.step >= self.total
+        if not self.done:
+            state_file = self.log.state_file(self.arm)
             tmp = state_file.with_name(state_file.name + ".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "rng": torch.get_rng_state(), "step": step, "wall_seconds": wall}, tmp)
+            torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                        "rng": self.generator.get_state(), "step": self.step,
+                        "wall_seconds": self.wall + time.perf_counter() - start}, tmp)
             tmp.replace(state_file)
-        if accuracy >= target:
-            break
-    log.finish(arm)
-    return [tuple(r) for r in rows]
+        self.wall += time.perf_counter() - start
+        epochs_done = self.step / self.steps_per_epoch
+        print(f"  (b) epoch {epochs_done:5.2f}  val {accuracy:.4f}  wall {self.wall:6.0f} s", flush=True)
+        self.log.append(self.arm, epochs_done, accuracy, self.wall)
+        if self.done:
+            self.log.finish(self.arm)
 
 
 def _first(rows, target: float):
@@ -174,10 +202,15 @@ def main() -> None:
     print(f"# resnet20, {len(labels)} train / {len(val_labels)} val images, schedule {args.epochs:g} epochs, "
           f"targets {', '.join(f'{t:.0%}' for t in targets)}; {_cifar.cpu_model()}, torch {torch.__version__}, "
           f"{threads} threads, (a) in {precision}, (b) in fp32; log {log.path}", flush=True)
-    logs = {
-        "(a) nas.train": run_ours(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log),
-        "(b) naive": run_naive(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log),
-    }
+    # the arms alternate epoch by epoch: (a) one epoch, (b) one epoch, ...;
+    # each clock counts only its own arm's epochs, and a slow spell of the
+    # machine falls on both
+    naive = NaiveArm(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log)
+    ours = run_ours(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log,
+                    between=naive.epoch)
+    while not naive.done:  # (a) is finished: (b) goes on alone
+        naive.epoch()
+    logs = {"(a) nas.train": ours, "(b) naive": [tuple(r) for r in log.rows("naive")]}
     for target in targets:
         times = {}
         for name, rows in logs.items():
