@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import NasError
@@ -27,7 +27,8 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
-COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "storage-proxy", "train", "calibrate")
+COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "storage-proxy", "train", "calibrate",
+            "promote", "ablate")
 
 
 def _add_storage_args(p: argparse.ArgumentParser, study_required: bool = False) -> None:
@@ -178,6 +179,52 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", metavar="DIR", help="dataset folder (default: $NAS_DATA, then data/<dataset>)")
     _add_runtime_args(c)
     c.set_defaults(func=_cmd_calibrate)
+
+    pr = sub.add_parser("promote", help="retrain a study's front (or top K, or chosen trials) and the baseline at "
+                                        "full budget with seeds",
+                        description="Retrain chosen architectures of study NAME with the train command's recipe "
+                                    "and several seeds, beside the space's attention-free baseline; store every "
+                                    "training in study NAME:promoted (resumable; report, export and the dashboard "
+                                    "read it); print the promoted table, Kendall tau proxy vs promoted, and whether "
+                                    "attention beats the baseline beyond noise.")
+    _add_storage_args(pr, study_required=True)
+    which = pr.add_mutually_exclusive_group()
+    which.add_argument("--front", action="store_true", help="the proxy's Pareto front (the default)")
+    which.add_argument("--top", type=int, metavar="K", help="the K most accurate architectures by proxy accuracy, besides the baseline")
+    which.add_argument("--trials", metavar="N,M,...", help="these trials of the study")
+    pr.add_argument("--seeds", type=int, default=2, help="seeds per architecture (default: 2)")
+    pr.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50, as train)")
+    pr.add_argument("--subset", type=int, default=None,
+                    help="train on a stratified subset of N images (default: all but the validation images)")
+    pr.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000)")
+    pr.add_argument("--test", action="store_true",
+                    help="add the promoted front's test accuracy (from the stored checkpoints; never used to choose)")
+    pr.add_argument("--into", default=None, metavar="NAME", help="the promoted study (default: STUDY:promoted)")
+    pr.add_argument("--artifact-dir", default=None, metavar="DIR",
+                    help="where each training's checkpoint goes as an optuna-dashboard artifact (default: as "
+                         "search's)")
+    pr.add_argument("--data", metavar="DIR", help="dataset folder (default: $NAS_DATA, then data/<dataset>)")
+    _add_runtime_args(pr)
+    pr.set_defaults(func=_cmd_promote)
+
+    ab = sub.add_parser("ablate", help="what the attention in each stage buys: the config with each stage's "
+                                       "attention removed in turn, and the baseline",
+                        description="Train CONFIG, CONFIG with each stage's attention removed in turn, and the "
+                                    "attention-free baseline at the same budget and seeds; print per variant the "
+                                    "accuracy, MACs, params and step time the removed attention accounts for. "
+                                    "Stored in study ablate:CONFIG_NAME (resumable).")
+    ab.add_argument("config", help="architecture YAML (e.g. from export)")
+    ab.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: 2)")
+    ab.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50, as train)")
+    ab.add_argument("--subset", type=int, default=None,
+                    help="train on a stratified subset of N images (default: all but the validation images)")
+    ab.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000)")
+    ab.add_argument("--study", default=None, help="study name (default: ablate:CONFIG_NAME)")
+    ab.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
+                    help="Optuna storage (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")
+    _add_data_args(ab)
+    _add_runtime_args(ab)
+    ab.set_defaults(func=_cmd_ablate)
     return parser
 
 
@@ -549,6 +596,89 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                     f"({len(result.architectures)} architectures, {len(result.seeds)} seeds)")
             path = write_fidelity(space, row, k, note)
             print(f"wrote the fidelity ({row.name}, repeats {k}) into {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- promote, ablate
+
+
+def _interruptible(run: Callable[[], object], study: str, command: str) -> object | None:
+    """Run ``run()``; Ctrl-C or SIGTERM stores the running training as FAIL
+    and says how to resume (None returned)."""
+    import signal
+
+    from .storage import mask_url
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trainings are stored in study {study!r}.\nresume with: {mask_url(command)}",
+              file=sys.stderr)
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from .promote import SUFFIX, PromotionRun, check_budget_args, format_promotion, run_promotion
+    from .storage import check_url
+
+    check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
+    which, top, numbers = "front", None, None
+    if args.top is not None:
+        if args.top < 1:
+            raise NasError(f"--top: must be >= 1, got {args.top}")
+        which, top = "top", args.top
+    elif args.trials is not None:
+        try:
+            numbers = [int(n) for n in args.trials.split(",") if n.strip()]
+        except ValueError:
+            raise NasError(f"--trials: a comma-separated list of trial numbers, got {args.trials!r}") from None
+        if not numbers:
+            raise NasError("--trials: give at least one trial number")
+        which = "trials"
+    check_url(args.storage, 1)
+    command = "python search.py " + " ".join(args.argv)
+    run = PromotionRun(study_name=args.study, storage=args.storage, which=which, top=top, trials=numbers,
+                       seeds=args.seeds, epochs=args.epochs, subset=args.subset, val_size=args.val_size,
+                       test=args.test, into=args.into, data=args.data, device=args.device, precision=args.precision,
+                       artifact_dir=args.artifact_dir, command=command)
+    result = _interruptible(lambda: run_promotion(run, out=lambda line: print(line, flush=True)),
+                            args.into or args.study + SUFFIX, command)
+    if result is None:
+        return 130
+    print(format_promotion(result))
+    from .storage import mask_url
+
+    storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
+    name = result.study.study_name
+    print(f"next: python search.py report --study {name}{storage}    "
+          f"python search.py export --study {name}{storage} --pick knee -o {name.replace(':', '-')}-best.yaml")
+    return 0
+
+
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import ABLATE, AblationRun, format_ablation, run_ablation
+    from .promote import check_budget_args
+    from .storage import check_url
+
+    check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
+    if not Path(args.config).is_file():
+        raise NasError(f"config file not found: {args.config}")
+    check_url(args.storage, 1)
+    command = "python search.py " + " ".join(args.argv)
+    run = AblationRun(config=args.config, storage=args.storage, study_name=args.study, seeds=args.seeds,
+                      epochs=args.epochs, subset=args.subset, val_size=args.val_size, data=args.data,
+                      dataset=args.dataset, device=args.device, precision=args.precision, command=command)
+    result = _interruptible(lambda: run_ablation(run, out=lambda line: print(line, flush=True)),
+                            args.study or f"{ABLATE}:{Path(args.config).stem}", command)
+    if result is None:
+        return 130
+    print(format_ablation(result))
     return 0
 
 

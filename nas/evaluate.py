@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -76,15 +78,19 @@ def build_seeded(cfg: ArchConfig, seed: int, runtime) -> torch.nn.Module:
 
 def train_architecture(cfg: ArchConfig, data: TrainingData, fidelity, seed: int, runtime,
                        callback: RungCallback | None = None, model: torch.nn.Module | None = None,
-                       progress=None) -> TrainResult:
+                       progress=None, state_path: Path | None = None) -> TrainResult:
     """Train ``cfg`` at ``fidelity``'s budget with ``seed``: the seed sets the
     initial weights and the order and augmentation of the batches. ``model``:
     one already built with :func:`build_seeded` for this seed; ``progress``:
-    the trainer's progress hook (a terminal status line)."""
+    the trainer's progress hook (a terminal status line); ``state_path``:
+    where the trainer keeps its resumable state (a long training killed
+    half-way continues from it)."""
     if model is None:
         model = build_seeded(cfg, seed, runtime)
+    key = f"{cfg.structure_hash()}|{fidelity.budget_key()}|seed={seed}|{data.fingerprint}|{runtime.precision}"
     return train(model, data.train_images, data.train_labels, data.val_images, data.val_labels, data.mean,
-                 data.std, fidelity.recipe(seed), runtime, callback=callback, progress=progress)
+                 data.std, fidelity.recipe(seed), runtime, callback=callback, progress=progress,
+                 state_path=state_path, state_key=key)
 
 
 def images_at(epochs: float, train_images: int, batch_size: int) -> int:
@@ -119,7 +125,9 @@ def find_evaluation(study: optuna.Study, structure_hash: str, budget_key: str, s
 
 
 def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: TrainingData, runtime, *,
-             role: str = "", extra_attrs: dict[str, Any] | None = None) -> optuna.trial.FrozenTrial:
+             role: str = "", extra_attrs: dict[str, Any] | None = None, state_dir: Path | None = None,
+             on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None,
+             progress=None) -> optuna.trial.FrozenTrial:
     """Train ``cfg`` at ``fidelity``'s budget with ``seed`` and store it as a
     COMPLETE trial of ``study`` (values: validation accuracy and MACs; user
     attrs: ``rungs``, ``structure_hash``, ``budget``, ``budget_key``,
@@ -127,7 +135,14 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     untouched. A training that fails for a reason of its own (divergence,
     out of memory) is stored as FAIL with the reason and raised as
     :class:`EvaluationFailed`; anything else (Ctrl-C, a bug) marks the trial
-    FAIL and propagates with its traceback."""
+    FAIL and propagates with its traceback.
+
+    ``state_dir``: keep the trainer's resumable state there while it trains
+    (for long budgets: a killed evaluation continues from its last epoch
+    boundary when asked again). ``on_trained(trial, model)``: called with the
+    trained model before the trial is finished (Optuna takes artifacts, such
+    as a checkpoint, only while a trial runs). ``progress``: the trainer's
+    progress hook."""
     structure, budget_key = cfg.structure_hash(), fidelity.budget_key()
     done = find_evaluation(study, structure, budget_key, seed)
     if done is not None:
@@ -149,7 +164,14 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
                  "params": cost["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model)
+        state = None if state_dir is None else Path(state_dir) / (
+            f"{structure[:16]}-{budget_key}-seed{seed}.train-state.pt")
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+        result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model,
+                                    progress=progress, state_path=state)
+        if on_trained is not None:
+            on_trained(trial, model)
     except TRAINING_FAILURES as exc:
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
         trial.set_user_attr("fail_reason", reason)
@@ -164,6 +186,8 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
             trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
         study.tell(trial, state=TrialState.FAIL)
         raise
+    if state is not None:
+        state.unlink(missing_ok=True)  # the result is about to be stored: nothing left to resume
     trial.set_user_attr("images_trained", result.images_seen)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
     trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
@@ -174,3 +198,97 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
 
 class EvaluationFailed(Exception):
     """One evaluation could not finish; the reason is in its trial."""
+
+
+# --------------------------------------------------------------------------- full budget, many trainings
+
+
+def full_budget(dataset: str = "cifar10", epochs: float | None = None, subset: int | None = None,
+                val_size: int | None = None):
+    """The ``train`` command's budget as a fidelity, for ``promote`` and
+    ``ablate``: its recipe (:class:`nas.train.Recipe`'s defaults: 50 epochs,
+    batch 256, lr 0.4, one epoch of warm-up, no clipping) on every training
+    image but the validation split (``subset``: a stratified part of them),
+    in one rung. The validation split is the search's (seed 0) whatever the
+    training seed, so every architecture is measured on the same images."""
+    from .space import Fidelity
+    from .train import Recipe
+
+    r = Recipe()
+    return Fidelity(dataset=dataset, subset=subset, val_size=val_size,
+                    rungs=[float(r.epochs if epochs is None else epochs)], eta=1, batch_size=r.batch_size, lr=r.lr,
+                    warmup=r.warmup_epochs, grad_clip=r.grad_clip, seed=0, repeats=1)
+
+
+@dataclass
+class Job:
+    """One training of a many-training command: ``cfg`` with ``seed``."""
+
+    cfg: ArchConfig
+    seed: int
+    role: str
+    label: str  # how the progress lines name it
+    extra_attrs: dict[str, Any] | None = None
+
+
+def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData, runtime,
+             out: Callable[[str], None], *, state_dir: Path | None = None,
+             on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None
+             ) -> tuple[dict[tuple[str, int], optuna.trial.FrozenTrial], list[str]]:
+    """Train every job not stored yet (an earlier run's results are
+    reused, a training that failed before is not tried again), one progress
+    line each. Returns ``{(structure hash, seed): trial}`` of the completed
+    ones and one line per failed training."""
+    done: dict[tuple[str, int], optuna.trial.FrozenTrial] = {}
+    failed: list[str] = []
+    started, trained = time.perf_counter(), 0
+    budget_key = budget.budget_key()
+
+    def stored(job: Job) -> optuna.trial.FrozenTrial | None:
+        return find_evaluation(study, job.cfg.structure_hash(), budget_key, job.seed, include_failed=True)
+
+    for i, job in enumerate(jobs, 1):
+        key = (job.cfg.structure_hash(), job.seed)
+        trial = stored(job)
+        if trial is None:
+            try:
+                trial = evaluate(study, job.cfg, budget, job.seed, data, runtime, role=job.role,
+                                 extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained)
+            except EvaluationFailed as exc:
+                failed.append(f"{job.label} seed {job.seed}: {exc}")
+                out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: FAILED {exc}")
+                continue
+            trained += 1
+            left = sum(1 for j in jobs[i:] if stored(j) is None)
+            out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} "
+                f"({trial.user_attrs['train_seconds']:.0f} s; {(time.perf_counter() - started) / 60:.1f} min "
+                f"elapsed, {left} trainings left)")
+        elif trial.state == TrialState.FAIL:
+            failed.append(f"{job.label} seed {job.seed}: {trial.user_attrs.get('fail_reason')} "
+                          f"(trial {trial.number})")
+            continue
+        done[key] = trial
+    if trained == 0 and jobs:
+        out(f"every training was stored already ({len(jobs)} trainings)")
+    return done, failed
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std (None for one value)."""
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def difference(a: list[float], b: list[float], seed_std: float) -> tuple[float, float | None, float | None]:
+    """``mean(a) - mean(b)``, its standard error from the pooled ``seed_std``
+    (sigma * sqrt(1/na + 1/nb)) and the probability that it is above 0
+    (:func:`nas.noise.dominance_probability`); None where one seed or no std
+    leaves them unknown."""
+    from .noise import dominance_probability
+
+    delta = mean_std(a)[0] - mean_std(b)[0]
+    if not seed_std > 0:
+        return delta, None, None
+    se = seed_std * math.sqrt(1 / len(a) + 1 / len(b))
+    return delta, se, dominance_probability(a, b, seed_std)

@@ -37,6 +37,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append({
             "trial": t.number,
             "state": "INFEASIBLE" if "not_trained" in a else t.state.name,
+            # a promoted study: "evaluation" (one seed's training) or "promoted" (their mean); a search: empty
+            "kind": a.get("kind", ""),
             "val_accuracy": t.values[0] if t.state == TrialState.COMPLETE and "not_trained" not in a
             else (rungs[-1][1] if rungs else math.nan),
             "epochs": rungs[-1][0] if rungs else 0.0,
@@ -201,7 +203,7 @@ def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, 
     scale, label, unit = COST_UNITS[objective]
     column = {"macs": "macs", "latency": "latency_ms"}[objective]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna()]
+    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna() & (trials.kind != "evaluation")]
     pruned = trials[trials.state == "PRUNED"]
     ax.scatter(pruned[column] / scale, pruned.val_accuracy, marker="x", color="0.6",
                label="pruned (accuracy at its last rung)")

@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from . import halving
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
-from .evaluate import TrainingData, build_seeded, load_training_data, train_architecture
+from .evaluate import EVALUATION, TrainingData, build_seeded, load_training_data, train_architecture
 from .progress import progress_for_terminal
 from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import measure_step_latency, profile
@@ -509,8 +509,10 @@ def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The study's trained attention-free trial: the enqueued baseline, else
     (studies made before it was enqueued) any complete trial of the same
     architecture."""
+    superseded = {t.user_attrs["supersedes"] for t in study.get_trials(deepcopy=False) if "supersedes" in t.user_attrs}
     trained = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if "not_trained" not in t.user_attrs and t.values]
+               if "not_trained" not in t.user_attrs and t.values and t.user_attrs.get("kind") != EVALUATION
+               and t.number not in superseded]
     marked = [t for t in trained if t.user_attrs.get("baseline")]
     if marked:
         return marked[0]
@@ -645,8 +647,7 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Feasible, trained, completed trials not dominated in (accuracy, cost),
     one per architecture, sorted by cost: the study's second objective, MACs
     or latency."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if "not_trained" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    done = [t for t in _results(study) if "not_trained" not in t.user_attrs]
     points = [(t.values[0], t.values[1]) for t in done]
     ranks = halving.nondominated_ranks(points)
     front = [t for t, r in zip(done, ranks) if r == 0]
@@ -656,8 +657,18 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def study_seed_std(study: optuna.Study) -> float:
     """The pooled seed std of the study's repeated trials
     (:func:`nas.noise.pooled_seed_std`): the noise the front is judged with."""
-    return pooled_seed_std([t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                            if "duplicate_of" not in t.user_attrs])
+    return pooled_seed_std(_results(study))
+
+
+def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials that each stand for one architecture's result:
+    not a copy of an earlier trial (``duplicate_of``), not one seed's
+    training inside a promoted study (kind ``evaluation``: its summary trial
+    stands for it), not a summary superseded by a later one."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "duplicate_of" not in t.user_attrs and t.user_attrs.get("kind") != EVALUATION]
+    superseded = {t.user_attrs["supersedes"] for t in done if "supersedes" in t.user_attrs}
+    return [t for t in done if t.number not in superseded]
 
 
 def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0,

@@ -1,0 +1,509 @@
+"""``python search.py promote``: retrain a study's chosen architectures at
+the full budget, beside the attention-free baseline, and say whether the
+proxy's order held (design.md section 6a).
+
+Which architectures: the proxy study's Pareto front (default), its ``top``
+K by proxy accuracy (besides the baseline), or the trials named; the space's attention-free
+baseline always joins them, so every answer has its reference. Each is
+trained with ``seeds`` seeds at the ``train`` command's recipe
+(:func:`nas.evaluate.full_budget`). Every training is one stored evaluation
+(:mod:`nas.evaluate`) in the study ``NAME:promoted`` of the same storage,
+linked back to its proxy trial (``proxy_trial``, ``proxy_accuracy``,
+``structure_hash``), with its checkpoint attached as an optuna-dashboard
+artifact; a killed promote resumes where it stopped (a half-done training
+from its last epoch boundary). Once an architecture's seeds are done, a
+summary trial holds their mean (user attrs ``seed_accuracies``,
+``accuracy_std``), shaped like a search trial, so that ``report``,
+``export`` and the dashboard read the promoted study as any other: its
+front is drawn on the means, never on one seed.
+
+The table printed: per architecture the validation mean ± std, MACs,
+params, accuracy against the baseline with the standard error of the
+difference (from the seed std pooled over the promoted architectures) and
+the probability that the gain is real (:func:`nas.noise.dominance_probability`),
+and the training time per seed; then Kendall tau between proxy and promoted
+accuracy (scipy) and whether the proxy's most accurate architecture is still
+the most accurate. ``test=True`` adds the test accuracy of the promoted
+front only, from the stored checkpoints: it is shown, never used to choose.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .config import ArchConfig
+from .data import load_dataset
+from .errors import NasError
+from .evaluate import EVALUATION, Job, TrainingData, difference, full_budget, load_training_data, mean_std, run_jobs
+from .noise import RESOLVED, pooled_seed_std
+from .provenance import versions
+from .search import _check_same_data, baseline_trial, pareto_front
+from .space import Fidelity, parse_space
+from .storage import mask_url, open_storage
+
+#: the ``kind`` user attr of a promoted study, and of its summary trials
+#: (one per architecture: the mean of its seeds)
+PROMOTED = "promoted"
+#: the promoted study's default name: the proxy study's plus this
+SUFFIX = ":promoted"
+#: --seeds at most
+MAX_SEEDS = 8
+
+
+@dataclass
+class PromotionRun:
+    study_name: str
+    storage: str | None = None
+    #: "front" (default), "top" or "trials"
+    which: str = "front"
+    top: int | None = None
+    trials: list[int] | None = None
+    seeds: int = 2
+    epochs: float | None = None
+    subset: int | None = None
+    val_size: int | None = None
+    test: bool = False
+    into: str | None = None
+    data: str | None = None
+    device: str | None = None
+    precision: str = "auto"
+    artifact_dir: str | None = None
+    command: str = ""
+
+
+@dataclass
+class Candidate:
+    """One architecture to promote, and the proxy trial it came from (None:
+    the baseline, which the proxy study did not train)."""
+
+    cfg: ArchConfig
+    proxy: optuna.trial.FrozenTrial | None
+    baseline: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.baseline:
+            return "baseline" + (f" (trial {self.proxy.number})" if self.proxy is not None else "")
+        return f"trial {self.proxy.number}"
+
+
+@dataclass
+class Promoted:
+    """One promoted architecture's result."""
+
+    candidate: Candidate
+    summary: optuna.trial.FrozenTrial
+    accuracies: list[float]
+    train_seconds: float  # mean per seed
+    test: list[float] | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.summary.values[0]
+
+
+@dataclass
+class Promotion:
+    proxy_study: str
+    study: optuna.Study
+    budget: Fidelity
+    train_images: int
+    val_images: int
+    seeds: list[int]
+    rows: list[Promoted]
+    front: list[int]  # summary trial numbers on the promoted front
+    baseline: Promoted | None
+    seed_std: float
+    tau: float | None
+    proxy_best: Promoted | None
+    failed: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- which architectures
+
+
+def _trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if "not_trained" not in t.user_attrs and "config" in t.user_attrs and t.values
+            and t.user_attrs.get("kind") != EVALUATION]
+
+
+def select_candidates(study: optuna.Study, which: str = "front", top: int | None = None,
+                      numbers: list[int] | None = None) -> list[Candidate]:
+    """The architectures to promote, cheapest first, one per structure, the
+    attention-free baseline always among them."""
+    trained = _trained(study)
+    if not trained:
+        raise NasError(f"study {study.study_name!r} has no completed, trained trial yet; nothing to promote")
+    base = baseline_trial(study)
+    if base is not None and "config" in base.user_attrs:
+        base_cfg = ArchConfig.from_yaml(base.user_attrs["config"])
+    else:  # a space without `none` everywhere, or a study made before baselines: build it from the space
+        space = _space_of(study)
+        model_cfg = ArchConfig.from_yaml(trained[0].user_attrs["config"])
+        base_cfg = space.base_config(model_cfg.num_classes)
+        base_cfg.input_size = model_cfg.input_size
+        base = None
+    base_hash = base_cfg.structure_hash()
+    if which == "trials":
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        promotable = {t.number for t in trained}
+        chosen = []
+        for n in numbers or []:
+            t = by_number.get(n)
+            if t is None:
+                raise NasError(f"--trials: study {study.study_name!r} has no trial {n} (trials 0..{len(by_number) - 1})")
+            if n not in promotable:
+                raise NasError(f"--trials: trial {n} is {t.state.name.lower()}"
+                               f"{' (never trained)' if 'not_trained' in t.user_attrs else ''}; promote takes "
+                               f"completed, trained trials")
+            chosen.append(t)
+    elif which == "top":  # the K most accurate designs besides the baseline, which joins them anyway
+        seen = {base_hash}
+        chosen = []
+        for t in sorted(trained, key=lambda t: (-t.values[0], t.values[1], t.number)):
+            if t.user_attrs["structure_hash"] not in seen and len(chosen) < (top or 0):
+                seen.add(t.user_attrs["structure_hash"])
+                chosen.append(t)
+    elif which == "front":
+        chosen = pareto_front(study)
+    out: dict[str, Candidate] = {}
+    for t in chosen:
+        h = t.user_attrs["structure_hash"]
+        if h not in out:
+            out[h] = Candidate(ArchConfig.from_yaml(t.user_attrs["config"]), t, baseline=h == base_hash)
+    if base_hash not in out:
+        out[base_hash] = Candidate(base_cfg, base, baseline=True)
+    return sorted(out.values(), key=lambda c: (not c.baseline, c.proxy.user_attrs["macs"] if c.proxy else 0))
+
+
+def _space_of(study: optuna.Study):
+    text = study.user_attrs.get("space_yaml")
+    if text is None:
+        raise NasError(f"study {study.study_name!r} was not made by search.py (no space recorded); "
+                       f"promote takes a search's study")
+    return parse_space(text, name=study.user_attrs.get("space_name", "space"), check=False)
+
+
+# --------------------------------------------------------------------------- the promoted study
+
+
+def open_promoted(proxy: optuna.Study, name: str, url: str, budget: Fidelity, fingerprint: str) -> optuna.Study:
+    """The study that holds the promotion, created or resumed; one of
+    another kind, from another proxy study or at another budget is refused
+    before anything is written."""
+    store = open_storage(url)
+    if name in {s.study_name for s in optuna.study.get_all_study_summaries(store)}:
+        old = optuna.load_study(study_name=name, storage=store)
+        if old.user_attrs.get("kind") != PROMOTED:
+            raise NasError(f"study {name!r} exists and is not a promotion; choose another with --into NAME")
+        if old.user_attrs.get("promoted_from") != proxy.study_name:
+            raise NasError(f"study {name!r} promotes study {old.user_attrs.get('promoted_from')!r}, not "
+                           f"{proxy.study_name!r}; choose another with --into NAME")
+        if old.user_attrs.get("budget_key") != budget.budget_key():
+            f = old.user_attrs.get("fidelity") or {}
+            raise NasError(f"study {name!r} was trained at another budget ({f.get('subset') or 'all'} images x "
+                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
+                           f"--epochs/--subset/--val-size, or choose another study with --into NAME")
+        _check_same_data(name, old.user_attrs, fingerprint)
+    study = optuna.create_study(study_name=name, storage=store, directions=list(proxy.directions),
+                                load_if_exists=True)
+    if "kind" not in study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(proxy.metric_names or ["accuracy", "macs"]))
+        for key in ("space_name", "space_yaml"):
+            if key in proxy.user_attrs:
+                study.set_user_attr(key, proxy.user_attrs[key])
+        study.set_user_attr("kind", PROMOTED)
+        study.set_user_attr("promoted_from", proxy.study_name)
+        study.set_user_attr("fidelity", budget.as_dict())
+        study.set_user_attr("budget_key", budget.budget_key())
+        study.set_user_attr("data_fingerprint", fingerprint)
+        study.set_user_attr("versions", versions())
+        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
+    return study
+
+
+def summaries(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """structure hash -> the latest summary trial of each architecture."""
+    latest: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("kind") == PROMOTED:
+            latest[t.user_attrs["structure_hash"]] = t
+    return latest
+
+
+def _write_summary(study: optuna.Study, c: Candidate, runs: list[optuna.trial.FrozenTrial], budget: Fidelity,
+                   cost_objective: str, runtime) -> optuna.trial.FrozenTrial:
+    """A COMPLETE trial with the seed mean of ``runs`` as its accuracy,
+    shaped like a search trial (the proxy trial's params and cost), so the
+    front, ``report`` and ``export`` read it as one. An architecture
+    promoted again with other seeds gets a new one that ``supersedes`` the
+    old (Optuna does not change a finished trial)."""
+    accuracies = [t.values[0] for t in runs]
+    mean, std = mean_std(accuracies)
+    first = runs[0].user_attrs
+    attrs = {"kind": PROMOTED, "config": first["config"], "structure_hash": first["structure_hash"],
+             "macs": first["macs"], "params": first["params"], "fidelity": budget.as_dict(),
+             "budget_key": budget.budget_key(), "seed": [t.user_attrs["seed"] for t in runs][0],
+             "seeds": [t.user_attrs["seed"] for t in runs], "seed_accuracies": accuracies, "accuracy_std": std,
+             "evaluations": [t.number for t in runs], "rungs": [[budget.epochs, mean]],
+             "train_seconds": round(sum(t.user_attrs.get("train_seconds", 0.0) for t in runs) / len(runs), 3),
+             "images_trained": sum(t.user_attrs.get("images_trained", 0) for t in runs),
+             "proxy_study": first.get("proxy_study"), "proxy_trial": first.get("proxy_trial"),
+             "proxy_accuracy": first.get("proxy_accuracy")}
+    if c.baseline:
+        attrs["baseline"] = True
+    cost = float(first["macs"])
+    if cost_objective == "latency":
+        if c.proxy is not None and "latency_ms" in c.proxy.user_attrs:
+            attrs["latency_ms"] = c.proxy.user_attrs["latency_ms"]
+        else:  # the baseline of a latency search that never trained it: measured here
+            from .models import build_model
+            from .profile import measure_step_latency
+
+            attrs["latency_ms"] = measure_step_latency(build_model(c.cfg), (3, c.cfg.input_size, c.cfg.input_size),
+                                                       budget.batch_size, runtime)
+        cost = float(attrs["latency_ms"])
+    old = summaries(study).get(first["structure_hash"])
+    if old is not None:
+        attrs["supersedes"] = old.number
+    params = dict(c.proxy.params) if c.proxy is not None else {}
+    distributions = dict(c.proxy.distributions) if c.proxy is not None else {}
+    trial = optuna.trial.create_trial(state=TrialState.COMPLETE, values=[mean, cost], params=params,
+                                      distributions=distributions, user_attrs=attrs)
+    study.add_trial(trial)
+    return study.get_trials(deepcopy=False)[-1]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Promotion:
+    """Train what is missing, write the summaries, compare."""
+    from .dashboard import artifact_dir, artifact_store, check_artifact_dir
+    from .device import configure_threads, resolve_runtime
+    from .report import cost_objective
+    from .storage import load_study, storage_for_reading
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    proxy = load_study(run.study_name, run.storage)
+    if proxy.user_attrs.get("kind") == PROMOTED:
+        raise NasError(f"study {run.study_name!r} is a promotion already; promote the search's study "
+                       f"({proxy.user_attrs.get('promoted_from')!r})")
+    space = _space_of(proxy)
+    candidates = select_candidates(proxy, run.which, run.top, run.trials)
+    url = storage_for_reading(run.storage, run.study_name)
+    folder = artifact_dir(url, run.artifact_dir)
+    check_artifact_dir(folder)
+    runtime = resolve_runtime(run.device, run.precision)
+    threads = configure_threads()
+    budget = full_budget(space.fidelity.dataset, run.epochs, run.subset, run.val_size)
+    images = load_dataset(budget.dataset, run.data)
+    _check_same_data(proxy.study_name, proxy.user_attrs, images.fingerprint)
+    data = load_training_data(budget, images=images)
+    name = run.into or proxy.study_name + SUFFIX
+    study = open_promoted(proxy, name, url, budget, images.fingerprint)
+    if run.command:
+        study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(run.command)])
+    store = artifact_store(folder)
+    seeds = list(range(run.seeds))
+    objective = cost_objective(proxy)
+
+    def attach_checkpoint(trial: optuna.Trial, model) -> None:
+        from .checkpoint import save_checkpoint
+
+        cfg = ArchConfig.from_yaml(trial.user_attrs["config"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"model-{cfg.structure_hash()[:8]}-seed{trial.user_attrs['seed']}.pt"
+            save_checkpoint(path, model, cfg, data.mean, data.std)
+            optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+    jobs = [Job(c.cfg, seed, "baseline" if c.baseline else "promoted", c.label,
+                {"proxy_study": proxy.study_name, "proxy_trial": None if c.proxy is None else c.proxy.number,
+                 "proxy_accuracy": None if c.proxy is None else c.proxy.values[0]})
+            for c in candidates for seed in seeds]
+    out(f"promote {len(candidates)} architectures of study {proxy.study_name!r} ({', '.join(c.label for c in candidates)}) "
+        f"into {name!r} ({mask_url(url)}): {len(seeds)} seeds x {len(data.train_labels)} images x "
+        f"{budget.epochs:g} epochs, {len(data.val_labels)} validation images; {runtime.device} {runtime.precision}, "
+        f"{threads} threads")
+    done, failed = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
+                            on_trained=attach_checkpoint)
+
+    rows: list[Promoted] = []
+    latest = summaries(study)
+    for c in candidates:
+        h = c.cfg.structure_hash()
+        runs = [done[(h, s)] for s in seeds if (h, s) in done]
+        if not runs:
+            continue
+        summary = latest.get(h)
+        if summary is None or summary.user_attrs.get("evaluations") != [t.number for t in runs]:
+            summary = _write_summary(study, c, runs, budget, objective, runtime)
+        rows.append(Promoted(c, summary, [t.values[0] for t in runs],
+                             summary.user_attrs["train_seconds"]))
+    if not rows:
+        raise NasError("no promoted architecture finished a training: " + "; ".join(failed))
+    seed_std = pooled_seed_std([r.summary for r in rows])
+    front = {t.number for t in pareto_front(study)}
+    baseline = next((r for r in rows if r.candidate.baseline), None)
+    with_proxy = [r for r in rows if r.candidate.proxy is not None]
+    tau = None
+    if len(with_proxy) >= 2:
+        from .calibrate import rank_agreement
+
+        tau = rank_agreement([r.candidate.proxy.values[0] for r in with_proxy], [r.accuracy for r in with_proxy])[0]
+    proxy_best = max(with_proxy, key=lambda r: r.candidate.proxy.values[0], default=None)
+    if run.test:
+        _test_accuracies([r for r in rows if r.summary.number in front], study, store, images, runtime)
+    try:
+        from .dashboard import refresh_note
+
+        refresh_note(study, url)
+    except NasError:
+        raise
+    except Exception as exc:  # e.g. a read-only role: the results are stored all the same
+        out(f"warning: the optuna-dashboard note was not written: {type(exc).__name__}: {exc}")
+    return Promotion(proxy.study_name, study, budget, len(data.train_labels), len(data.val_labels), seeds, rows,
+                     sorted(front), baseline, seed_std, tau, proxy_best, failed)
+
+
+def _test_accuracies(rows: list[Promoted], study: optuna.Study, store, images, runtime) -> None:
+    """Each front row's test accuracy per seed, from its trainings'
+    checkpoints (shown, never stored or used to choose)."""
+    from .checkpoint import load_checkpoint
+    from .dashboard import trial_artifacts
+    from .train import evaluate as accuracy_of
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for row in rows:
+        row.test = []
+        for number in row.summary.user_attrs["evaluations"]:
+            attached = trial_artifacts(study, trials[number])
+            if not attached:
+                raise NasError(f"--test: trial {number} of study {study.study_name!r} has no checkpoint in the "
+                               f"artifact folder (trained elsewhere? pass its --artifact-dir)")
+            artifact_id = next(iter(attached.values()))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.pt"
+                try:
+                    with store.open_reader(artifact_id) as reader:
+                        path.write_bytes(reader.read())
+                except Exception as exc:
+                    raise NasError(f"--test: cannot read the checkpoint of trial {number}: {exc}") from None
+                model, payload = load_checkpoint(path)
+            model = model.to(runtime.device)
+            row.test.append(accuracy_of(model, images.test_images, images.test_labels, payload["mean"],
+                                        payload["std"], runtime))
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def format_promotion(p: Promotion) -> str:
+    """The promoted architectures (``*``: on the promoted front), each
+    against the baseline, then tau and the proxy's best."""
+    has_test = any(r.test is not None for r in p.rows)
+    w = max(len(r.candidate.label) for r in p.rows)
+    head = (f"{'':1} {'proxy':>{w}}  {'proxy acc':>9}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'MACs':>8}  "
+            f"{'params':>9}  {'Δ acc':>7}  {'± Δ':>6}  {'P(Δ>0)':>6}  {'s/seed':>7}  "
+            + (f"{'test acc':>8}  {'± std':>6}  " if has_test else "") + "attention")
+    lines = [f"promoted: study {p.study.study_name!r} ({p.train_images} training images x {p.budget.epochs:g} epochs, "
+             f"{p.val_images} validation images, seeds {', '.join(map(str, p.seeds))})", head]
+    base = p.baseline
+    for r in sorted(p.rows, key=lambda r: r.summary.user_attrs["macs"]):
+        proxy = r.candidate.proxy
+        mean, std = r.accuracy, r.summary.user_attrs.get("accuracy_std")
+        delta = ""
+        if base is not None and r is not base:
+            d, se, prob = difference(r.accuracies, base.accuracies, p.seed_std)
+            delta = f"{d:+7.4f}  {'' if se is None else f'{se:.4f}':>6}  {'' if prob is None else f'{prob:.2f}':>6}"
+        else:
+            delta = f"{'':>7}  {'':>6}  {'':>6}"
+        test = ""
+        if has_test:
+            if r.test:
+                t_mean, t_std = mean_std(r.test)
+                test = f"{t_mean:8.4f}  {'' if t_std is None else f'{t_std:.4f}':>6}  "
+            else:
+                test = f"{'':>8}  {'':>6}  "
+        lines.append(
+            f"{'*' if r.summary.number in p.front else ' '} {r.candidate.label:>{w}}  "
+            f"{'' if proxy is None else f'{proxy.values[0]:.4f}':>9}  {mean:7.4f}  "
+            f"{'' if std is None else f'{std:.4f}':>6}  {len(r.accuracies):>5}  "
+            f"{r.summary.user_attrs['macs'] / 1e6:7.2f}M  {r.summary.user_attrs['params']:>9,}  {delta}  "
+            f"{r.train_seconds:7.0f}  {test}{_attention(r)}")
+    lines.append(f"*: on the promoted front (validation mean against {p.study.metric_names[1] if p.study.metric_names else 'macs'}); "
+                 f"Δ acc: against the baseline; ± Δ: its standard error from the pooled seed std "
+                 f"{p.seed_std:.4f}; P(Δ>0): the probability that the gain is real (resolved at >= {RESOLVED:g} "
+                 f"or <= {1 - RESOLVED:.1f})" if p.seed_std > 0 else
+                 "*: on the promoted front; Δ acc: against the baseline (one seed each: noise unknown, no ± Δ)")
+    if has_test:
+        lines.append("test accuracy: the promoted front only, from the stored checkpoints; shown, never used to choose")
+    if p.tau is None:
+        lines.append("Kendall tau proxy vs promoted: fewer than two promoted architectures have a proxy accuracy")
+    else:
+        n = sum(1 for r in p.rows if r.candidate.proxy is not None)
+        lines.append(f"Kendall tau proxy vs promoted accuracy over {n} architectures: {p.tau:+.3f}")
+    if p.proxy_best is not None:
+        best = max(p.rows, key=lambda r: r.accuracy)
+        rank = sorted(p.rows, key=lambda r: -r.accuracy).index(p.proxy_best) + 1
+        if best is p.proxy_best:
+            lines.append(f"the proxy's most accurate ({p.proxy_best.candidate.label}) is still the most accurate")
+        else:
+            d, se, prob = difference(best.accuracies, p.proxy_best.accuracies, p.seed_std)
+            within = "" if prob is None else (f"; within noise (P = {prob:.2f})" if prob < RESOLVED else
+                                              f"; beyond noise (P = {prob:.2f})")
+            lines.append(f"the proxy's most accurate ({p.proxy_best.candidate.label}) is now rank {rank} of "
+                         f"{len(p.rows)}: {best.candidate.label} is {d:+.4f} more accurate{within}")
+    if base is not None:
+        lines.append(_verdict(p))
+    for line in p.failed:
+        lines.append(f"failed: {line}")
+    return "\n".join(lines)
+
+
+def _verdict(p: Promotion) -> str:
+    """Does any attention design beat the baseline beyond noise?"""
+    base = p.baseline
+    others = [r for r in p.rows if r is not base]
+    if not others:
+        return "only the baseline was promoted"
+    best = max(others, key=lambda r: r.accuracy)
+    d, se, prob = difference(best.accuracies, base.accuracies, p.seed_std)
+    if prob is None:
+        return (f"best attention design: {best.candidate.label}, {d:+.4f} against the baseline "
+                f"(noise unknown: train 2+ seeds)")
+    if prob >= RESOLVED:
+        return f"attention beats the baseline beyond noise: {best.candidate.label}, {d:+.4f} ± {se:.4f} (P = {prob:.2f})"
+    return (f"no attention design beats the baseline beyond noise: the best, {best.candidate.label}, is "
+            f"{d:+.4f} ± {se:.4f} (P = {prob:.2f})")
+
+
+def _attention(r: Promoted) -> str:
+    proxy = r.candidate.proxy
+    types = {k: v for k, v in (proxy.params if proxy is not None else {}).items() if k.endswith(".type")}
+    if types:
+        return " ".join(f"{k[:-5]}={v}" for k, v in types.items())
+    return "no attention" if r.candidate.baseline else "(fixed)"
+
+
+def check_budget_args(epochs: float | None, subset: int | None, val_size: int | None, seeds: int) -> None:
+    """One-line errors for promote's and ablate's budget options."""
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise NasError(f"--epochs: must be > 0, got {epochs:g}")
+    if subset is not None and subset < 1:
+        raise NasError(f"--subset: must be >= 1, got {subset}")
+    if val_size is not None and val_size < 1:
+        raise NasError(f"--val-size: must be >= 1, got {val_size}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise NasError(f"--seeds: must be 1 to {MAX_SEEDS}, got {seeds}")

@@ -1,0 +1,216 @@
+"""promote and ablate end to end through the CLI on tiny budgets: what is
+trained and stored, the link back to the proxy, resuming, export of the
+promoted study, --test, and one-line errors."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nas
+import nas.evaluate
+from nas.ablate import variants
+from nas.cli import main
+from nas.report import pick_trial
+
+SPACE = ("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, se, eca, cbam]\n"
+         "params: {se: {r: [2, 4]}, cbam: {r: 2}}\nsampler: random\n"
+         "fidelity: {subset: 100, val_size: 100, rungs: [0.5], batch_size: 50}\n")
+TINY = ["--epochs", "0.5", "--subset", "200", "--val-size", "100", "--precision", "fp32"]
+
+
+@pytest.fixture
+def searched(tmp_path, cifar10_root, monkeypatch):
+    """A finished tiny search (study 'tiny': the baseline and 5 sampled trials)."""
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    assert main(["--space", str(space), "--study", "tiny", "--trials", "6", "--timeout", "0", "--storage", storage,
+                 "--data", str(cifar10_root)]) == 0
+    return storage, cifar10_root
+
+
+def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(searched, tmp_path, monkeypatch,
+                                                                          capsys):
+    storage, root = searched
+    proxy = optuna.load_study(study_name="tiny", storage=storage)
+    base_hash = nas.preset_config("resnet20", width_multiplier=0.25).structure_hash()
+    args = ["promote", "--study", "tiny", "--storage", storage, "--top", "2", "--seeds", "2", "--data", str(root),
+            *TINY]
+    real_train = nas.evaluate.train
+    trained = []
+
+    def interrupted_on_the_fourth(*a, **k):
+        if len(trained) == 3:
+            raise KeyboardInterrupt
+        trained.append(1)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(nas.evaluate, "train", interrupted_on_the_fourth)
+    capsys.readouterr()
+    assert main(args) == 130
+    assert "resume with: python search.py promote --study tiny" in capsys.readouterr().err
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    assert [t.state for t in promoted.trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
+
+    again = []
+
+    def counted(*a, **k):
+        again.append(1)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(nas.evaluate, "train", counted)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert len(again) == 3  # 3 architectures x 2 seeds, less the 3 stored
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    runs = [t for t in promoted.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] == "evaluation"]
+    summaries = [t for t in promoted.trials if t.user_attrs.get("kind") == "promoted"]
+    assert len(runs) == 6 and len(summaries) == 3
+    hashes = {t.user_attrs["structure_hash"] for t in summaries}
+    assert base_hash in hashes
+    # the top 2 by proxy accuracy, besides the baseline
+    ranked = sorted((t for t in proxy.trials if t.state == TrialState.COMPLETE
+                     and t.user_attrs["structure_hash"] != base_hash), key=lambda t: (-t.values[0], t.values[1]))
+    top = []
+    for t in ranked:
+        if t.user_attrs["structure_hash"] not in top:
+            top.append(t.user_attrs["structure_hash"])
+    assert hashes == {base_hash, *top[:2]}
+    for t in runs:  # each training links back to its proxy trial
+        a = t.user_attrs
+        assert a["proxy_study"] == "tiny" and {a["seed"] for a in [a]} <= {0, 1}
+        proxy_trial = proxy.trials[a["proxy_trial"]]
+        assert proxy_trial.user_attrs["structure_hash"] == a["structure_hash"]
+        assert a["proxy_accuracy"] == proxy_trial.values[0]
+        assert a["train_images"] == 200
+    for s in summaries:  # the summary is the mean of its architecture's seeds
+        mine = [t for t in runs if t.user_attrs["structure_hash"] == s.user_attrs["structure_hash"]]
+        assert sorted(t.user_attrs["seed"] for t in mine) == [0, 1]
+        assert s.values[0] == pytest.approx(sum(t.values[0] for t in mine) / 2)
+        assert sorted(s.user_attrs["seed_accuracies"]) == sorted(t.values[0] for t in mine)
+        assert s.user_attrs.get("baseline", False) == (s.user_attrs["structure_hash"] == base_hash)
+        assert s.values[1] == s.user_attrs["macs"]
+    for line in ("Kendall tau proxy vs promoted accuracy over", "baseline", "P(Δ>0)", "the proxy's most accurate"):
+        assert line in out, line
+    assert "test acc" not in out
+
+    # report and export read the promoted study like any other
+    assert main(["report", "--study", "tiny:promoted", "--storage", storage]) == 0
+    assert "hypervolume" in capsys.readouterr().out
+    exported = tmp_path / "best.yaml"
+    assert main(["export", "--study", "tiny:promoted", "--storage", storage, "--pick", "knee", "-o",
+                 str(exported)]) == 0
+    cfg = nas.load_config(exported)
+    knee = pick_trial(promoted, "knee")
+    assert cfg.structure_hash() == knee.user_attrs["structure_hash"] and knee.user_attrs["kind"] == "promoted"
+    assert nas.profile(nas.build_model(cfg), 32)["params"] == knee.user_attrs["params"]
+
+    # --test: test accuracy beside validation for the promoted front only; nothing trained, nothing stored
+    again.clear()
+    n_trials = len(promoted.trials)
+    assert main([*args, "--test"]) == 0
+    out = capsys.readouterr().out
+    assert again == [] and "test acc" in out
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    assert len(promoted.trials) == n_trials and pick_trial(promoted, "knee").number == knee.number
+    rows = [line for line in out.splitlines() if line.startswith(("* ", "  ")) and "M " in line]
+    front_rows = [line for line in rows if line.startswith("* ")]
+    assert front_rows and all(len(line.split()) > len(rows[0].split()) - 3 for line in front_rows)
+
+
+def test_promote_more_seeds_supersedes_the_summary(searched, capsys):
+    storage, root = searched
+    base = ["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--data", str(root), *TINY]
+    assert main([*base, "--seeds", "1"]) == 0
+    assert main([*base, "--seeds", "2"]) == 0
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    summaries = [t for t in promoted.trials if t.user_attrs.get("kind") == "promoted"]
+    latest = [t for t in summaries if "supersedes" in t.user_attrs]
+    assert len(summaries) == 4 and len(latest) == 2  # 2 architectures, each summarised with 1 then 2 seeds
+    front = nas.search.pareto_front(promoted)
+    assert {t.number for t in front} <= {t.number for t in latest}
+    assert all(len(t.user_attrs["seed_accuracies"]) == 2 for t in front)
+
+
+def test_ablate_variants_differ_in_exactly_their_stage():
+    cfg = nas.preset_config("resnet20", width_multiplier=0.25)
+    cfg.stages[1].blocks[0].attention = nas.config.AttentionSpec("se", params={"r": 2})
+    for b in cfg.stages[2].blocks:
+        b.attention = nas.config.AttentionSpec("eca")
+    vs = variants(cfg)
+    assert [v.name for v in vs] == ["full", "without s2", "without s3", "baseline"]
+    assert [v.removed for v in vs] == ["-", "s2: se", "s3: eca x3", "all attention"]
+    original = cfg.to_dict()["stages"]
+    for v in vs[1:3]:
+        s = int(v.name[-1]) - 1
+        stages = v.cfg.to_dict()["stages"]
+        assert [i for i in range(3) if stages[i] != original[i]] == [s]  # only that stage changed
+        assert all(b.attention.type == "none" for b in v.cfg.stages[s].blocks)
+    assert vs[-1].cfg.structure_hash() == nas.preset_config("resnet20", width_multiplier=0.25).structure_hash()
+    assert vs[0].cfg.structure_hash() == cfg.structure_hash()
+
+
+def test_ablate_end_to_end(tmp_path, cifar10_root, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = nas.preset_config("resnet20", width_multiplier=0.25)
+    for b in cfg.stages[2].blocks:
+        b.attention = nas.config.AttentionSpec("se", params={"r": 2})
+    path = tmp_path / "one.yaml"
+    cfg.save(path)
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    args = ["ablate", str(path), "--storage", storage, "--data", str(cifar10_root), "--seeds", "2", *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for line in ("full", "without s3", "s3: se x3", "baseline", "buys acc", "costs MACs", "ms/step"):
+        assert line in out, line
+    study = optuna.load_study(study_name="ablate:one", storage=storage)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    # "without s3" is the baseline here: 2 distinct architectures x 2 seeds
+    assert len(done) == 4 and len({t.user_attrs["structure_hash"] for t in done}) == 2
+    assert main(args) == 0 and "every training was stored already" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seeds", "0"], "--seeds: must be 1 to 8"),
+    (["--top", "0"], "--top: must be >= 1"),
+    (["--trials", "a,b"], "--trials: a comma-separated list"),
+    (["--epochs", "0"], "--epochs: must be > 0"),
+])
+def test_bad_promote_input_is_one_line(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["promote", "--study", "x", "--storage", f"sqlite:///{tmp_path}/x.db", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_promote_refusals_name_the_problem(searched, capsys):
+    storage, root = searched
+    cases = [
+        (["--study", "nope"], "nope"),
+        (["--study", "tiny", "--trials", "99"], "--trials: study 'tiny' has no trial 99"),
+    ]
+    for extra, message in cases:
+        assert main(["promote", "--storage", storage, "--data", str(root), *extra, *TINY]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert main(["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--seeds", "1",
+                 "--data", str(root), *TINY]) == 0
+    capsys.readouterr()
+    # the same promoted study at another budget is refused, nothing trained
+    assert main(["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--seeds", "1",
+                 "--data", str(root), "--epochs", "1", "--subset", "200", "--val-size", "100"]) == 2
+    assert "was trained at another budget" in capsys.readouterr().err
+    assert main(["promote", "--study", "tiny:promoted", "--storage", storage, "--data", str(root), *TINY]) == 2
+    assert "is a promotion already" in capsys.readouterr().err
+
+
+def test_ablate_refuses_a_config_without_attention(tmp_path, capsys, cifar10_root):
+    path = tmp_path / "plain.yaml"
+    nas.preset_config("resnet20", width_multiplier=0.25).save(path)
+    assert main(["ablate", str(path), "--storage", f"sqlite:///{tmp_path}/x.db", "--data", str(cifar10_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no attention in any stage" in err
+    assert not (tmp_path / "x.db").exists()
