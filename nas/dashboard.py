@@ -153,6 +153,12 @@ def study_note(study: optuna.Study, storage: str | None = None) -> str:
 
         description = (yaml.safe_load(attrs["space_yaml"]) or {}).get("description", "")
     lines.append(f"**Space** `{name}`" + (f": {description}" if description else ""))
+    promoted = attrs.get("kind") == "promoted"
+    if promoted:
+        lines += ["", f"**Promoted** from study `{attrs.get('promoted_from')}`: each architecture retrained at the "
+                      f"budget below with several seeds. One trial per training (user attr kind `evaluation`, its "
+                      f"checkpoint attached) and one per architecture with their mean (kind `promoted`), on which "
+                      f"the front is drawn; `proxy_trial` names the search trial each came from."]
     f = attrs.get("fidelity") or {}
     if f:
         rungs = ", ".join(f"{r:g}" for r in f.get("rungs", []))
@@ -190,7 +196,9 @@ def study_note(study: optuna.Study, storage: str | None = None) -> str:
         knee = pick_trial(study, "knee")
         lines += ["", f"### The knee: trial {knee.number}", "Export it (config, metrics, provenance) and retrain it "
                   "at full budget:", "", "```sh", _export_commands(study.study_name, storage, knee.number), "```"]
-    lines += ["", "Artifacts: each completed trial's config (`trial-N.yaml`, on the trial); the Pareto plot and "
+    per_trial = ("each training's checkpoint (`model-HASH-seedS.pt`, on its trial)" if promoted else
+                 "each completed trial's config (`trial-N.yaml`, on the trial)")
+    lines += ["", f"Artifacts: {per_trial}; the Pareto plot and "
                   f"`trials.csv` (on the study) once `python search.py report --study {shlex.quote(study.study_name)}` "
                   "has run."]
     if attrs.get("space_yaml"):

@@ -92,6 +92,10 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
         assert sorted(s.user_attrs["seed_accuracies"]) == sorted(t.values[0] for t in mine)
         assert s.user_attrs.get("baseline", False) == (s.user_attrs["structure_hash"] == base_hash)
         assert s.values[1] == s.user_attrs["macs"]
+    from optuna_dashboard import get_note
+
+    note = get_note(promoted)  # the dashboard's note says what the study is
+    assert "**Promoted** from study `tiny`" in note and "### Pareto front" in note and "model-HASH-seedS.pt" in note
     for line in ("Kendall tau proxy vs promoted accuracy over", "baseline", "P(Δ>0)", "the proxy's most accurate"):
         assert line in out, line
     assert "test acc" not in out
