@@ -204,11 +204,13 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
         f"{len(seeds)} seeds x {len(data.train_labels)} images x {budget.epochs:g} epochs, {len(data.val_labels)} "
         f"validation images; {runtime.device} {runtime.precision}, {threads} threads")
     jobs = [Job(v.cfg, seed, v.name, v.name) for v in vs for seed in seeds]
-    done, failed = run_jobs(study, jobs, budget, data, runtime, out,
-                            state_dir=artifact_dir(url).parent / "train-states")
+    done, failures = run_jobs(study, jobs, budget, data, runtime, out,
+                              state_dir=artifact_dir(url).parent / "train-states")
+    failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
+    key = budget.budget_key()
     for v in vs:
         h = v.cfg.structure_hash()
-        v.accuracies = [done[(h, s)].values[0] for s in seeds if (h, s) in done]
+        v.accuracies = [done[(h, key, s)].values[0] for s in seeds if (h, key, s) in done]
 
     unique = {v.cfg.structure_hash(): v for v in vs if v.accuracies}  # a variant equal to another counts once
     seed_std = pooled_seed_std([SimpleNamespace(user_attrs={"seed_accuracies": v.accuracies})

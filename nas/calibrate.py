@@ -42,8 +42,8 @@ from scipy import stats
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (EVALUATION, EvaluationFailed, TrainingData, build_seeded, evaluate, find_evaluation,
-                       images_at, load_training_data)
+from .evaluate import (EVALUATION, Job, TrainingData, build_seeded, images_at, load_training_data,
+                       run_jobs)
 from .models import build_model
 from .profile import profile
 from .provenance import versions
@@ -298,35 +298,20 @@ def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> 
     reference_seeds = [f.seed + REFERENCE_SEED_OFFSET + i for i in range(run.seeds)]
     study, url = open_calibration(run, images.fingerprint)
 
-    jobs = [(cfg, f, fidelity_data, s, "fidelity") for cfg in architectures for s in seeds]
-    jobs += [(cfg, reference, reference_data, s, "reference") for cfg in architectures for s in reference_seeds]
+    def job(cfg: ArchConfig, budget: Fidelity, data: TrainingData, seed: int, role: str) -> Job:
+        return Job(cfg, seed, role, f"{role:<9} {cfg.structure_hash()[:8]}", budget=budget, data=data)
+
+    jobs = [job(cfg, f, fidelity_data, s, "fidelity") for cfg in architectures for s in seeds]
+    jobs += [job(cfg, reference, reference_data, s, "reference") for cfg in architectures for s in reference_seeds]
     out(f"calibrate {run.space.name!r} in study {run.study_name!r} ({mask_url(url)}): {len(architectures)} "
         f"architectures x {len(seeds)} seeds; fidelity {n_fid} images x {f.epochs:g} epochs "
         f"(rungs {', '.join(f'{r:g}' for r in f.rungs)}), reference {n_ref} images x {reference.epochs:g} epochs, "
         f"{len(fidelity_data.val_labels)} validation images; {runtime.device} {runtime.precision}, {threads} threads")
-    failed: list[str] = []
-    started, trained = time.perf_counter(), 0
-    for i, job in enumerate(jobs, 1):
-        cfg, budget, data, seed, role = job
-        name = f"{cfg.structure_hash()[:8]} seed {seed} ({role})"
-        stored = _stored(study, job, include_failed=True)
-        if stored is not None:  # by an earlier run; a failed training would fail again
-            if stored.state == TrialState.FAIL:
-                failed.append(f"{name}: {stored.user_attrs.get('fail_reason')} (trial {stored.number})")
-            continue
-        try:
-            trial = evaluate(study, cfg, budget, seed, data, runtime, role=role)
-        except EvaluationFailed as exc:
-            failed.append(f"{name}: {exc}")
-            out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: FAILED {exc}")
-            continue
-        trained += 1
-        elapsed = time.perf_counter() - started
-        left = sum(1 for j in jobs[i:] if _stored(study, j, include_failed=True) is None)
-        out(f"[{i}/{len(jobs)}] {role:<9} {cfg.structure_hash()[:8]} seed {seed}: val {trial.values[0]:.4f} "
-            f"({trial.user_attrs['train_seconds']:.0f} s; {elapsed / 60:.1f} min elapsed, {left} trainings left)")
-    if trained == 0:
-        out(f"every training was stored already ({len(jobs)} evaluations)")
+    from .dashboard import artifact_dir
+
+    # a half-done reference training continues from its last epoch boundary
+    _, failures = run_jobs(study, jobs, None, None, runtime, out, state_dir=artifact_dir(url).parent / "train-states")
+    failed = [f"{j.cfg.structure_hash()[:8]} seed {j.seed} ({j.role}): {reason}" for j, reason in failures]
     if failed:  # an architecture that cannot be trained at some budget has no place in the ranking
         bad = {line.split()[0] for line in failed}
         architectures = [cfg for cfg in architectures if cfg.structure_hash()[:8] not in bad]
@@ -336,11 +321,6 @@ def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> 
     result = analyse(study, architectures, seeds, reference_seeds, reference, fidelity_data, runtime, run.target)
     result.failed = failed
     return result
-
-
-def _stored(study: optuna.Study, job, include_failed: bool = False) -> optuna.trial.FrozenTrial | None:
-    cfg, budget, _, seed, _ = job
-    return find_evaluation(study, cfg.structure_hash(), budget.budget_key(), seed, include_failed)
 
 
 def _checked_configs(configs: list[tuple[str, ArchConfig]], data: TrainingData) -> list[ArchConfig]:

@@ -157,15 +157,13 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         trial.set_user_attr("rungs", rungs)
         return False
 
-    started = time.perf_counter()
+    state = None if state_dir is None else Path(state_dir) / f"{structure[:16]}-{budget_key}-seed{seed}.train-state.pt"
     try:
         attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
                  "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": cost["macs"],
                  "params": cost["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        state = None if state_dir is None else Path(state_dir) / (
-            f"{structure[:16]}-{budget_key}-seed{seed}.train-state.pt")
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
         result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model,
@@ -177,6 +175,8 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr("training_failed", True)
         study.tell(trial, state=TrialState.FAIL)
+        if state is not None:  # it would fail again: never resumed
+            state.unlink(missing_ok=True)
         raise EvaluationFailed(reason) from exc
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -190,7 +190,10 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         state.unlink(missing_ok=True)  # the result is about to be stored: nothing left to resume
     trial.set_user_attr("images_trained", result.images_seen)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
-    trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
+    # training and validation, summed over the runs a resumed training took
+    trial.set_user_attr("wall_seconds", round(result.wall_seconds, 3))
+    if result.resumed_from_step:
+        trial.set_user_attr("resumed_from_step", result.resumed_from_step)
     trial.set_user_attr("val_accuracy", result.val_accuracy)
     study.tell(trial, [result.val_accuracy, float(cost["macs"])])
     return study.trials[trial.number]
@@ -229,33 +232,37 @@ class Job:
     role: str
     label: str  # how the progress lines name it
     extra_attrs: dict[str, Any] | None = None
+    #: this job's budget and data, when not those of the whole run (calibrate's reference)
+    budget: Any = None
+    data: TrainingData | None = None
 
 
-def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData, runtime,
+def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | None, runtime,
              out: Callable[[str], None], *, state_dir: Path | None = None,
              on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None
-             ) -> tuple[dict[tuple[str, int], optuna.trial.FrozenTrial], list[str]]:
+             ) -> tuple[dict[tuple[str, str, int], optuna.trial.FrozenTrial], list[tuple[Job, str]]]:
     """Train every job not stored yet (an earlier run's results are
     reused, a training that failed before is not tried again), one progress
-    line each. Returns ``{(structure hash, seed): trial}`` of the completed
-    ones and one line per failed training."""
-    done: dict[tuple[str, int], optuna.trial.FrozenTrial] = {}
-    failed: list[str] = []
+    line each. Returns ``{(structure hash, budget key, seed): trial}`` of the
+    completed ones and ``(job, reason)`` per failed training."""
+    done: dict[tuple[str, str, int], optuna.trial.FrozenTrial] = {}
+    failed: list[tuple[Job, str]] = []
     started, trained = time.perf_counter(), 0
-    budget_key = budget.budget_key()
 
     def stored(job: Job) -> optuna.trial.FrozenTrial | None:
-        return find_evaluation(study, job.cfg.structure_hash(), budget_key, job.seed, include_failed=True)
+        return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
+                               include_failed=True)
 
     for i, job in enumerate(jobs, 1):
-        key = (job.cfg.structure_hash(), job.seed)
+        job_budget = job.budget or budget
+        key = (job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
         trial = stored(job)
         if trial is None:
             try:
-                trial = evaluate(study, job.cfg, budget, job.seed, data, runtime, role=job.role,
+                trial = evaluate(study, job.cfg, job_budget, job.seed, job.data or data, runtime, role=job.role,
                                  extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained)
             except EvaluationFailed as exc:
-                failed.append(f"{job.label} seed {job.seed}: {exc}")
+                failed.append((job, str(exc)))
                 out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: FAILED {exc}")
                 continue
             trained += 1
@@ -263,9 +270,8 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData, r
             out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} "
                 f"({trial.user_attrs['train_seconds']:.0f} s; {(time.perf_counter() - started) / 60:.1f} min "
                 f"elapsed, {left} trainings left)")
-        elif trial.state == TrialState.FAIL:
-            failed.append(f"{job.label} seed {job.seed}: {trial.user_attrs.get('fail_reason')} "
-                          f"(trial {trial.number})")
+        elif trial.state == TrialState.FAIL:  # stored by an earlier run; it would fail again
+            failed.append((job, f"{trial.user_attrs.get('fail_reason')} (trial {trial.number})"))
             continue
         done[key] = trial
     if trained == 0 and jobs:

@@ -42,7 +42,7 @@ from optuna.trial import TrialState
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import EVALUATION, Job, TrainingData, difference, full_budget, load_training_data, mean_std, run_jobs
+from .evaluate import EVALUATION, Job, difference, full_budget, load_training_data, mean_std, run_jobs
 from .noise import RESOLVED, pooled_seed_std
 from .provenance import versions
 from .search import _check_same_data, baseline_trial, pareto_front
@@ -214,12 +214,13 @@ def open_promoted(proxy: optuna.Study, name: str, url: str, budget: Fidelity, fi
                            f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
                            f"--epochs/--subset/--val-size, or choose another study with --into NAME")
         _check_same_data(name, old.user_attrs, fingerprint)
-    study = optuna.create_study(study_name=name, storage=store, directions=list(proxy.directions),
+    # accuracy and the search's cost (MACs or latency); a third objective of the search is left out
+    study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if "kind" not in study.user_attrs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(proxy.metric_names or ["accuracy", "macs"]))
+            study.set_metric_names(list(proxy.metric_names or ["accuracy", "macs"])[:2])
         for key in ("space_name", "space_yaml"):
             if key in proxy.user_attrs:
                 study.set_user_attr(key, proxy.user_attrs[key])
@@ -309,7 +310,10 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     threads = configure_threads()
     budget = full_budget(space.fidelity.dataset, run.epochs, run.subset, run.val_size)
     images = load_dataset(budget.dataset, run.data)
-    _check_same_data(proxy.study_name, proxy.user_attrs, images.fingerprint)
+    searched_on = proxy.user_attrs.get("data_fingerprint")
+    if searched_on not in (None, images.fingerprint):
+        raise NasError(f"study {proxy.study_name!r} was searched on other data (fingerprint {searched_on[:12]}, "
+                       f"this is {images.fingerprint[:12]}); promote it on the data it was searched on (--data DIR)")
     data = load_training_data(budget, images=images)
     name = run.into or proxy.study_name + SUFFIX
     study = open_promoted(proxy, name, url, budget, images.fingerprint)
@@ -336,14 +340,16 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
         f"into {name!r} ({mask_url(url)}): {len(seeds)} seeds x {len(data.train_labels)} images x "
         f"{budget.epochs:g} epochs, {len(data.val_labels)} validation images; {runtime.device} {runtime.precision}, "
         f"{threads} threads")
-    done, failed = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
-                            on_trained=attach_checkpoint)
+    done, failures = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
+                              on_trained=attach_checkpoint)
+    failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
+    key = budget.budget_key()
 
     rows: list[Promoted] = []
     latest = summaries(study)
     for c in candidates:
         h = c.cfg.structure_hash()
-        runs = [done[(h, s)] for s in seeds if (h, s) in done]
+        runs = [done[(h, key, s)] for s in seeds if (h, key, s) in done]
         if not runs:
             continue
         summary = latest.get(h)

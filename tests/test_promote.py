@@ -218,3 +218,41 @@ def test_ablate_refuses_a_config_without_attention(tmp_path, capsys, cifar10_roo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no attention in any stage" in err
     assert not (tmp_path / "x.db").exists()
+
+
+def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path, monkeypatch):
+    """A long training (promote's, calibrate's reference) killed half-way
+    continues from the state file evaluate keeps, not from step 0."""
+    import torch
+
+    from nas.evaluate import TrainingData, evaluate, full_budget
+    from nas.device import resolve_runtime
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2700, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(2700) % 10
+    data = TrainingData(images[:2600], labels[:2600], images[2600:], labels[2600:], (0.5,) * 3, (0.25,) * 3, 10, 32,
+                        "f" * 64)
+    # batch 256: an epoch is 10 full batches (the remainder dropped), the budget ceil(2 x 2600 / 256) = 21
+    # steps; a state at each new epoch (steps 10 and 20); killed at step 21, it resumes at step 20
+    budget = full_budget(epochs=2)
+    cfg = nas.preset_config("resnet20", width_multiplier=0.25)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    real_train = nas.evaluate.train
+
+    def killed_at_the_end(*a, **k):
+        def progress(step, total, loss):
+            if step == total:
+                raise KeyboardInterrupt
+        return real_train(*a, **{**k, "progress": progress, "state_interval": 0})
+
+    monkeypatch.setattr(nas.evaluate, "train", killed_at_the_end)
+    runtime = resolve_runtime("cpu", "fp32")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(study, cfg, budget, 0, data, runtime, state_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.train-state.pt"))) == 1
+    monkeypatch.setattr(nas.evaluate, "train", real_train)
+    trial = evaluate(study, cfg, budget, 0, data, runtime, state_dir=tmp_path)
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["resumed_from_step"] == 20
+    assert trial.user_attrs["images_trained"] == 21 * 256
+    assert list(tmp_path.glob("*.train-state.pt")) == []  # removed once the result is stored
