@@ -19,8 +19,6 @@ per variant on this machine, as the ``latency`` objective measures it).
 from __future__ import annotations
 
 import statistics
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +30,11 @@ from .config import ArchConfig, AttentionSpec, load_config
 from .dashboard import artifact_dir
 from .data import load_dataset
 from .errors import ConfigError, NasError
-from .evaluate import Job, difference, full_budget, load_training_data, mean_std, run_jobs
+from .evaluate import Job, difference, full_budget, load_training_data, mean_std, open_evaluations, run_jobs
 from .models import build_model
 from .noise import RESOLVED, pooled_seed_std
 from .profile import measure_step_latency, profile
-from .provenance import versions
-from .search import _check_same_data
-from .storage import mask_url, open_storage, storage_for_search
+from .storage import mask_url, storage_for_search
 
 ABLATE = "ablate"
 #: rounds of step timing per variant (each the median of 5 steps), in turns
@@ -122,35 +118,11 @@ def variants(cfg: ArchConfig) -> list[Variant]:
 
 
 def open_ablation(name: str, url: str, cfg: ArchConfig, budget, fingerprint: str) -> optuna.Study:
-    store = open_storage(url)
-    if name in {s.study_name for s in optuna.study.get_all_study_summaries(store)}:
-        old = optuna.load_study(study_name=name, storage=store)
-        if old.user_attrs.get("kind") != ABLATE:
-            raise NasError(f"study {name!r} exists and is not an ablation; choose another with --study NAME")
-        if old.user_attrs.get("structure_hash") != cfg.structure_hash():
-            raise NasError(f"study {name!r} ablates another architecture ({old.user_attrs.get('structure_hash')}, "
-                           f"this config is {cfg.structure_hash()}); choose another with --study NAME")
-        if old.user_attrs.get("budget_key") != budget.budget_key():
-            f = old.user_attrs.get("fidelity") or {}
-            raise NasError(f"study {name!r} was trained at another budget ({f.get('subset') or 'all'} images x "
-                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
-                           f"--epochs/--subset/--val-size, or choose another study with --study NAME")
-        _check_same_data(name, old.user_attrs, fingerprint)
-    study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
-                                load_if_exists=True)
-    if "kind" not in study.user_attrs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["accuracy", "macs"])
-        study.set_user_attr("kind", ABLATE)
-        study.set_user_attr("structure_hash", cfg.structure_hash())
-        study.set_user_attr("config", cfg.to_yaml())
-        study.set_user_attr("fidelity", budget.as_dict())
-        study.set_user_attr("budget_key", budget.budget_key())
-        study.set_user_attr("data_fingerprint", fingerprint)
-        study.set_user_attr("versions", versions())
-        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
-    return study
+    return open_evaluations(
+        name, url, ABLATE, "an ablation", "--study", budget, fingerprint,
+        same={"structure_hash": (cfg.structure_hash(), f"ablates another architecture ({{old}}, this config is "
+                                                       f"{cfg.structure_hash()})")},
+        attrs={"structure_hash": cfg.structure_hash(), "config": cfg.to_yaml()})
 
 
 def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablation:

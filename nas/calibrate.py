@@ -42,12 +42,11 @@ from scipy import stats
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (EVALUATION, Job, TrainingData, build_seeded, images_at, load_training_data,
+from .evaluate import (EVALUATION, Job, TrainingData, build_seeded, check_same_data, images_at, load_training_data,
                        run_jobs)
 from .models import build_model
 from .profile import profile
 from .provenance import versions
-from .search import _check_same_data
 from .space import Fidelity, SearchSpace, _parse_fidelity, parse_space
 from .storage import mask_url, open_storage, storage_for_search
 from .zero_cost import SCORES, zero_cost_scores
@@ -244,7 +243,7 @@ def open_calibration(run: CalibrationRun, fingerprint: str) -> tuple[optuna.Stud
         old = optuna.load_study(study_name=run.study_name, storage=store)
         if old.user_attrs.get("kind") != "calibrate":
             raise NasError(f"study {run.study_name!r} exists and is not a calibration; use --study NEW_NAME")
-        _check_same_data(run.study_name, old.user_attrs, fingerprint)
+        check_same_data(run.study_name, old.user_attrs, fingerprint)
     study = optuna.create_study(study_name=run.study_name, storage=store, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if not study.user_attrs:

@@ -27,6 +27,15 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
 
 
+def _add_full_budget_args(p: argparse.ArgumentParser, per: str) -> None:
+    """The budget options of promote and ablate (the train command's recipe)."""
+    p.add_argument("--seeds", type=int, default=2, help=f"seeds per {per} (default: 2)")
+    p.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50, as train)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="train on a stratified subset of N images (default: all but the validation images)")
+    p.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000)")
+
+
 COMMANDS = ("search", "spaces", "report", "compare", "export", "dashboard", "storage-proxy", "train", "calibrate",
             "promote", "ablate")
 
@@ -190,13 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage_args(pr, study_required=True)
     which = pr.add_mutually_exclusive_group()
     which.add_argument("--front", action="store_true", help="the proxy's Pareto front (the default)")
-    which.add_argument("--top", type=int, metavar="K", help="the K most accurate architectures by proxy accuracy, besides the baseline")
+    which.add_argument("--top", type=int, metavar="K",
+                       help="the K most accurate architectures by proxy accuracy, besides the baseline")
     which.add_argument("--trials", metavar="N,M,...", help="these trials of the study")
-    pr.add_argument("--seeds", type=int, default=2, help="seeds per architecture (default: 2)")
-    pr.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50, as train)")
-    pr.add_argument("--subset", type=int, default=None,
-                    help="train on a stratified subset of N images (default: all but the validation images)")
-    pr.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000)")
+    _add_full_budget_args(pr, "architecture")
     pr.add_argument("--test", action="store_true",
                     help="add the promoted front's test accuracy (from the stored checkpoints; never used to choose)")
     pr.add_argument("--into", default=None, metavar="NAME", help="the promoted study (default: STUDY:promoted)")
@@ -214,11 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "accuracy, MACs, params and step time the removed attention accounts for. "
                                     "Stored in study ablate:CONFIG_NAME (resumable).")
     ab.add_argument("config", help="architecture YAML (e.g. from export)")
-    ab.add_argument("--seeds", type=int, default=2, help="seeds per variant (default: 2)")
-    ab.add_argument("--epochs", type=float, default=None, help="training epochs (default: 50, as train)")
-    ab.add_argument("--subset", type=int, default=None,
-                    help="train on a stratified subset of N images (default: all but the validation images)")
-    ab.add_argument("--val-size", type=int, default=None, help="validation images (default: 5000)")
+    _add_full_budget_args(ab, "variant")
     ab.add_argument("--study", default=None, help="study name (default: ablate:CONFIG_NAME)")
     ab.add_argument("--storage", default=os.environ.get("NAS_STORAGE"),
                     help="Optuna storage (default: $NAS_STORAGE, else sqlite:///studies/nas.db)")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from .data import ImageData, channel_stats, default_val_size, load_dataset, make
 from .errors import NasError
 from .models import build_model
 from .profile import profile
+from .provenance import versions
+from .storage import open_storage
 from .train import DivergedError, RungCallback, TrainResult, train
 
 #: the ``kind`` user attr of a stored evaluation (search trials have none)
@@ -51,6 +54,54 @@ class TrainingData:
     num_classes: int
     image_size: int
     fingerprint: str
+
+
+def check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None) -> None:
+    """A study's accuracies are only comparable on the data it started on
+    (e.g. not the lossy JPEG copy of CIFAR-10 and the original pixels)."""
+    recorded = user_attrs.get("data_fingerprint")
+    if fingerprint is not None and recorded not in (None, fingerprint):
+        raise NasError(f"study {study_name!r} was run on other data (fingerprint {recorded[:12]}, "
+                       f"now {fingerprint[:12]}); use --study NEW_NAME")
+
+
+def open_evaluations(name: str, url: str, kind: str, what: str, option: str, budget, fingerprint: str,
+                     same: dict[str, tuple[Any, str]] | None = None, metric_names: Sequence[str] = ("accuracy", "macs"),
+                     attrs: dict[str, Any] | None = None) -> optuna.Study:
+    """The study of a command that trains many evaluations at one budget
+    (``promote``, ``ablate``): created, or resumed when it is of the same
+    ``kind``, at the same budget, on the same data and with the same values
+    of the ``same`` user attrs (``{attr: (value, message)}``, the message
+    formatted with ``{old}``); anything else is refused with one line that
+    names ``option`` to choose another study, before anything is written.
+    ``what`` says what such a study is ("a promotion"); ``attrs`` are set
+    on a new study."""
+    store = open_storage(url)
+    if name in {s.study_name for s in optuna.study.get_all_study_summaries(store)}:
+        old = optuna.load_study(study_name=name, storage=store)
+        if old.user_attrs.get("kind") != kind:
+            raise NasError(f"study {name!r} exists and is not {what}; choose another with {option} NAME")
+        for key, (value, message) in (same or {}).items():
+            if old.user_attrs.get(key) != value:
+                raise NasError(f"study {name!r} {message.format(old=old.user_attrs.get(key))}; choose another "
+                               f"with {option} NAME")
+        if old.user_attrs.get("budget_key") != budget.budget_key():
+            f = old.user_attrs.get("fidelity") or {}
+            raise NasError(f"study {name!r} was trained at another budget ({f.get('subset') or 'all'} images x "
+                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
+                           f"--epochs/--subset/--val-size, or choose another study with {option} NAME")
+        check_same_data(name, old.user_attrs, fingerprint)
+    study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
+                                load_if_exists=True)
+    if "kind" not in study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(metric_names))
+        for key, value in {**(attrs or {}), "kind": kind, "fidelity": budget.as_dict(),
+                           "budget_key": budget.budget_key(), "data_fingerprint": fingerprint,
+                           "versions": versions(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}.items():
+            study.set_user_attr(key, value)
+    return study
 
 
 def load_training_data(fidelity, data_dir: str | None = None, images: ImageData | None = None) -> TrainingData:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +40,12 @@ from optuna.trial import TrialState
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import EVALUATION, Job, difference, full_budget, load_training_data, mean_std, run_jobs
+from .evaluate import (EVALUATION, Job, difference, full_budget, load_training_data, mean_std, open_evaluations,
+                       run_jobs)
 from .noise import RESOLVED, pooled_seed_std
-from .provenance import versions
-from .search import _check_same_data, baseline_trial, pareto_front
+from .search import baseline_trial, pareto_front
 from .space import Fidelity, parse_space
-from .storage import mask_url, open_storage
+from .storage import mask_url
 
 #: the ``kind`` user attr of a promoted study, and of its summary trials
 #: (one per architecture: the mean of its seeds)
@@ -160,7 +158,8 @@ def select_candidates(study: optuna.Study, which: str = "front", top: int | None
         for n in numbers or []:
             t = by_number.get(n)
             if t is None:
-                raise NasError(f"--trials: study {study.study_name!r} has no trial {n} (trials 0..{len(by_number) - 1})")
+                raise NasError(f"--trials: study {study.study_name!r} has no trial {n} "
+                               f"(trials 0..{len(by_number) - 1})")
             if n not in promotable:
                 raise NasError(f"--trials: trial {n} is {t.state.name.lower()}"
                                f"{' (never trained)' if 'not_trained' in t.user_attrs else ''}; promote takes "
@@ -200,38 +199,13 @@ def open_promoted(proxy: optuna.Study, name: str, url: str, budget: Fidelity, fi
     """The study that holds the promotion, created or resumed; one of
     another kind, from another proxy study or at another budget is refused
     before anything is written."""
-    store = open_storage(url)
-    if name in {s.study_name for s in optuna.study.get_all_study_summaries(store)}:
-        old = optuna.load_study(study_name=name, storage=store)
-        if old.user_attrs.get("kind") != PROMOTED:
-            raise NasError(f"study {name!r} exists and is not a promotion; choose another with --into NAME")
-        if old.user_attrs.get("promoted_from") != proxy.study_name:
-            raise NasError(f"study {name!r} promotes study {old.user_attrs.get('promoted_from')!r}, not "
-                           f"{proxy.study_name!r}; choose another with --into NAME")
-        if old.user_attrs.get("budget_key") != budget.budget_key():
-            f = old.user_attrs.get("fidelity") or {}
-            raise NasError(f"study {name!r} was trained at another budget ({f.get('subset') or 'all'} images x "
-                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
-                           f"--epochs/--subset/--val-size, or choose another study with --into NAME")
-        _check_same_data(name, old.user_attrs, fingerprint)
     # accuracy and the search's cost (MACs or latency); a third objective of the search is left out
-    study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
-                                load_if_exists=True)
-    if "kind" not in study.user_attrs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(proxy.metric_names or ["accuracy", "macs"])[:2])
-        for key in ("space_name", "space_yaml"):
-            if key in proxy.user_attrs:
-                study.set_user_attr(key, proxy.user_attrs[key])
-        study.set_user_attr("kind", PROMOTED)
-        study.set_user_attr("promoted_from", proxy.study_name)
-        study.set_user_attr("fidelity", budget.as_dict())
-        study.set_user_attr("budget_key", budget.budget_key())
-        study.set_user_attr("data_fingerprint", fingerprint)
-        study.set_user_attr("versions", versions())
-        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
-    return study
+    return open_evaluations(
+        name, url, PROMOTED, "a promotion", "--into", budget, fingerprint,
+        same={"promoted_from": (proxy.study_name, f"promotes study {{old!r}}, not {proxy.study_name!r}")},
+        metric_names=list(proxy.metric_names or ["accuracy", "macs"])[:2],
+        attrs={"promoted_from": proxy.study_name,
+               **{key: proxy.user_attrs[key] for key in ("space_name", "space_yaml") if key in proxy.user_attrs}})
 
 
 def summaries(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
@@ -336,7 +310,8 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
                 {"proxy_study": proxy.study_name, "proxy_trial": None if c.proxy is None else c.proxy.number,
                  "proxy_accuracy": None if c.proxy is None else c.proxy.values[0]})
             for c in candidates for seed in seeds]
-    out(f"promote {len(candidates)} architectures of study {proxy.study_name!r} ({', '.join(c.label for c in candidates)}) "
+    out(f"promote {len(candidates)} architectures of study {proxy.study_name!r} "
+        f"({', '.join(c.label for c in candidates)}) "
         f"into {name!r} ({mask_url(url)}): {len(seeds)} seeds x {len(data.train_labels)} images x "
         f"{budget.epochs:g} epochs, {len(data.val_labels)} validation images; {runtime.device} {runtime.precision}, "
         f"{threads} threads")
@@ -448,7 +423,8 @@ def format_promotion(p: Promotion) -> str:
             f"{'' if std is None else f'{std:.4f}':>6}  {len(r.accuracies):>5}  "
             f"{r.summary.user_attrs['macs'] / 1e6:7.2f}M  {r.summary.user_attrs['params']:>9,}  {delta}  "
             f"{r.train_seconds:7.0f}  {test}{_attention(r)}")
-    lines.append(f"*: on the promoted front (validation mean against {p.study.metric_names[1] if p.study.metric_names else 'macs'}); "
+    cost = p.study.metric_names[1] if p.study.metric_names else "macs"
+    lines.append(f"*: on the promoted front (validation mean against {cost}); "
                  f"Δ acc: against the baseline; ± Δ: its standard error from the pooled seed std "
                  f"{p.seed_std:.4f}; P(Δ>0): the probability that the gain is real (resolved at >= {RESOLVED:g} "
                  f"or <= {1 - RESOLVED:.1f})" if p.seed_std > 0 else
@@ -490,7 +466,8 @@ def _verdict(p: Promotion) -> str:
         return (f"best attention design: {best.candidate.label}, {d:+.4f} against the baseline "
                 f"(noise unknown: train 2+ seeds)")
     if prob >= RESOLVED:
-        return f"attention beats the baseline beyond noise: {best.candidate.label}, {d:+.4f} ± {se:.4f} (P = {prob:.2f})"
+        return (f"attention beats the baseline beyond noise: {best.candidate.label}, {d:+.4f} ± {se:.4f} "
+                f"(P = {prob:.2f})")
     return (f"no attention design beats the baseline beyond noise: the best, {best.candidate.label}, is "
             f"{d:+.4f} ± {se:.4f} (P = {prob:.2f})")
 

@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 from . import halving
 from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
-from .evaluate import EVALUATION, TrainingData, build_seeded, load_training_data, train_architecture
+from .evaluate import EVALUATION, TrainingData, build_seeded, check_same_data, load_training_data, train_architecture
 from .progress import progress_for_terminal
 from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
 from .profile import measure_step_latency, profile
@@ -125,7 +125,7 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, s
         if old.user_attrs.get(SPACE_ATTR) not in (None, space.source):
             raise NasError(f"study {study_name!r} was created from a different space file; "
                            f"use --study NEW_NAME for this one")
-        _check_same_data(study_name, old.user_attrs, data_fingerprint)
+        check_same_data(study_name, old.user_attrs, data_fingerprint)
         n_done = len(old.trials)
     # the sampler's seed moves on with the study, so a resumed run does not
     # propose the first run's architectures again
@@ -144,15 +144,6 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str | None, s
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(space.objectives))
     return study
-
-
-def _check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None) -> None:
-    """A study's accuracies are only comparable on the data it started on
-    (e.g. not the lossy JPEG copy of CIFAR-10 and the original pixels)."""
-    recorded = user_attrs.get("data_fingerprint")
-    if fingerprint is not None and recorded not in (None, fingerprint):
-        raise NasError(f"study {study_name!r} was run on other data (fingerprint {recorded[:12]}, "
-                       f"now {fingerprint[:12]}); use --study NEW_NAME")
 
 
 # --------------------------------------------------------------------------- the objective
@@ -466,7 +457,7 @@ def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
         study.set_user_attr("fidelity", run.space.fidelity.as_dict())
         study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
     else:  # again: another worker may have created it meanwhile
-        _check_same_data(run.study_name, study.user_attrs, data.fingerprint)
+        check_same_data(run.study_name, study.user_attrs, data.fingerprint)
     if run.worker_index == 0:
         enqueue_baseline(study, run.space)
     if run.command and run.worker_index == 0:

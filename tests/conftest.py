@@ -69,6 +69,34 @@ def tiny_data():
     return TrainingData(images[:48], labels[:48], images[48:], labels[48:], (0.5,) * 3, (0.25,) * 3, 10, 32, "f" * 64)
 
 
+class TrainingCounter:
+    """Counts the trainings :mod:`nas.evaluate` starts; the ``interrupt_at``-th
+    one raises KeyboardInterrupt before training, as a Ctrl-C would (0:
+    none)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import nas.evaluate
+
+        self.started, self.interrupt_at = 0, 0
+        real = nas.evaluate.train
+
+        def counted(*args, **kwargs):
+            self.started += 1
+            if self.started == self.interrupt_at:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(nas.evaluate, "train", counted)
+
+    def reset(self, interrupt_at: int = 0) -> None:
+        self.started, self.interrupt_at = 0, interrupt_at
+
+
+@pytest.fixture
+def trainings(monkeypatch) -> TrainingCounter:
+    return TrainingCounter(monkeypatch)
+
+
 # --- offline CIFAR-10 (owned by tests/test_data.py) ---------------------------
 
 REPO = Path(__file__).resolve().parents[1]

@@ -174,39 +174,24 @@ def _configs(tmp_path):
     return folder
 
 
-def test_calibrate_end_to_end_resumes_without_retraining(tmp_path, cifar10_root, monkeypatch, capsys):
+def test_calibrate_end_to_end_resumes_without_retraining(tmp_path, cifar10_root, trainings, capsys):
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(SPACE)
     storage = f"sqlite:///{tmp_path}/cal.db"
     args = ["calibrate", "--space", str(space_file), "--configs", str(_configs(tmp_path)), "--seeds", "2",
             "--reference-subset", "200", "--reference-epochs", "1", "--storage", storage,
             "--data", str(cifar10_root), "--precision", "fp32"]
-    real_train = nas.evaluate.train
-    trained = []
-
-    def interrupted_on_the_fifth(*a, **k):
-        if len(trained) == 4:
-            raise KeyboardInterrupt
-        trained.append(1)
-        return real_train(*a, **k)
-
-    monkeypatch.setattr(nas.evaluate, "train", interrupted_on_the_fifth)
+    trainings.reset(interrupt_at=5)
     assert main(args) == 130
     assert "resume with: python search.py calibrate" in capsys.readouterr().err
     study = optuna.load_study(study_name="calibrate:tiny", storage=storage)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE] * 4 + [TrialState.FAIL]
 
-    again = []
-
-    def counted(*a, **k):
-        again.append(1)
-        return real_train(*a, **k)
-
-    monkeypatch.setattr(nas.evaluate, "train", counted)
+    trainings.reset()
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert len(again) == 3 * 2 * 2 - 4  # 3 configs x 2 seeds x (fidelity, reference), less the 4 stored
+    assert trainings.started == 3 * 2 * 2 - 4  # 3 configs x 2 seeds x (fidelity, reference), less the 4 stored
     for line in ("100 x 0.5 ep (rung of 1)", "100 x 1 ep", "synflow", "grad_norm", "naswot", "params", "macs",
                  "recommendation:"):
         assert line in out, line
@@ -216,9 +201,8 @@ def test_calibrate_end_to_end_resumes_without_retraining(tmp_path, cifar10_root,
     assert {(t.user_attrs["structure_hash"], t.user_attrs["seed"], t.user_attrs["role"]) for t in done}.__len__() == 12
     assert study.user_attrs["kind"] == "calibrate" and len(study.user_attrs["commands"]) == 2
 
-    monkeypatch.setattr(nas.evaluate, "train", interrupted_on_the_fifth)  # a third run trains nothing
-    trained.clear()
-    assert main(args) == 0 and trained == []
+    trainings.reset(interrupt_at=1)  # a third run trains nothing
+    assert main(args) == 0 and trainings.started == 0
     assert "every training was stored already" in capsys.readouterr().out
 
 

@@ -31,39 +31,23 @@ def searched(tmp_path, cifar10_root, monkeypatch):
     return storage, cifar10_root
 
 
-def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(searched, tmp_path, monkeypatch,
-                                                                          capsys):
+def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(searched, tmp_path, trainings, capsys):
     storage, root = searched
     proxy = optuna.load_study(study_name="tiny", storage=storage)
     base_hash = nas.preset_config("resnet20", width_multiplier=0.25).structure_hash()
     args = ["promote", "--study", "tiny", "--storage", storage, "--top", "2", "--seeds", "2", "--data", str(root),
             *TINY]
-    real_train = nas.evaluate.train
-    trained = []
-
-    def interrupted_on_the_fourth(*a, **k):
-        if len(trained) == 3:
-            raise KeyboardInterrupt
-        trained.append(1)
-        return real_train(*a, **k)
-
-    monkeypatch.setattr(nas.evaluate, "train", interrupted_on_the_fourth)
     capsys.readouterr()
+    trainings.reset(interrupt_at=4)
     assert main(args) == 130
     assert "resume with: python search.py promote --study tiny" in capsys.readouterr().err
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     assert [t.state for t in promoted.trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
 
-    again = []
-
-    def counted(*a, **k):
-        again.append(1)
-        return real_train(*a, **k)
-
-    monkeypatch.setattr(nas.evaluate, "train", counted)
+    trainings.reset()
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert len(again) == 3  # 3 architectures x 2 seeds, less the 3 stored
+    assert trainings.started == 3  # 3 architectures x 2 seeds, less the 3 stored
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     runs = [t for t in promoted.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] == "evaluation"]
     summaries = [t for t in promoted.trials if t.user_attrs.get("kind") == "promoted"]
@@ -112,11 +96,11 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
     assert nas.profile(nas.build_model(cfg), 32)["params"] == knee.user_attrs["params"]
 
     # --test: test accuracy beside validation for the promoted front only; nothing trained, nothing stored
-    again.clear()
+    trainings.reset()
     n_trials = len(promoted.trials)
     assert main([*args, "--test"]) == 0
     out = capsys.readouterr().out
-    assert again == [] and "test acc" in out
+    assert trainings.started == 0 and "test acc" in out
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     assert len(promoted.trials) == n_trials and pick_trial(promoted, "knee").number == knee.number
     rows = [line for line in out.splitlines() if line.startswith(("* ", "  ")) and "M " in line]
