@@ -29,8 +29,8 @@ import optuna
 from .config import ArchConfig, AttentionSpec, load_config
 from .dashboard import artifact_dir
 from .data import load_dataset
-from .errors import ConfigError, NasError
-from .evaluate import Job, difference, full_budget, load_training_data, mean_std, open_evaluations, run_jobs
+from .errors import NasError
+from .evaluate import Job, check_config_fits, difference, full_budget, load_training_data, mean_std, open_evaluations, run_jobs
 from .models import build_model
 from .noise import RESOLVED, pooled_seed_std
 from .profile import measure_step_latency, profile
@@ -139,11 +139,7 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
     threads = configure_threads()
     budget = full_budget(dataset, run.epochs, run.subset, run.val_size)
     images = load_dataset(dataset, run.data)
-    if images.num_classes != cfg.num_classes:
-        raise ConfigError(f"{path}: num_classes is {cfg.num_classes} but {dataset} has {images.num_classes} classes")
-    if images.image_size != (cfg.input_size, cfg.input_size):
-        raise ConfigError(f"{path}: input_size is {cfg.input_size} but {dataset} images are "
-                          f"{images.image_size[0]}x{images.image_size[1]}")
+    check_config_fits(cfg, images, dataset, str(path))
     data = load_training_data(budget, images=images)
     name = run.study_name or f"{ABLATE}:{path.stem}"
     url = storage_for_search(run.storage, name, 1)

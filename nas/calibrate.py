@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,13 +41,12 @@ from scipy import stats
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (EVALUATION, Job, TrainingData, build_seeded, check_same_data, images_at, load_training_data,
+from .evaluate import (EVALUATION, Job, TrainingData, build_seeded, images_at, load_training_data, open_evaluations,
                        run_jobs)
 from .models import build_model
 from .profile import profile
-from .provenance import versions
 from .space import Fidelity, SearchSpace, _parse_fidelity, parse_space
-from .storage import mask_url, open_storage, storage_for_search
+from .storage import mask_url, storage_for_search
 from .zero_cost import SCORES, zero_cost_scores
 
 #: the reference budget when none is given: 20,000 training images for 10
@@ -237,26 +235,8 @@ def recommend(rows: list[Row], target: float) -> tuple[Row, int] | None:
 
 def open_calibration(run: CalibrationRun, fingerprint: str) -> tuple[optuna.Study, str]:
     url = storage_for_search(run.storage, run.study_name, 1)
-    store = open_storage(url)
-    names = {s.study_name for s in optuna.study.get_all_study_summaries(store)}
-    if run.study_name in names:
-        old = optuna.load_study(study_name=run.study_name, storage=store)
-        if old.user_attrs.get("kind") != "calibrate":
-            raise NasError(f"study {run.study_name!r} exists and is not a calibration; use --study NEW_NAME")
-        check_same_data(run.study_name, old.user_attrs, fingerprint)
-    study = optuna.create_study(study_name=run.study_name, storage=store, directions=["maximize", "minimize"],
-                                load_if_exists=True)
-    if not study.user_attrs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(["accuracy", "macs"])
-        study.set_user_attr("kind", "calibrate")
-        study.set_user_attr("space_name", run.space.name)
-        study.set_user_attr("data_fingerprint", fingerprint)
-        study.set_user_attr("versions", versions())
-        study.set_user_attr("created", time.strftime("%Y-%m-%d %H:%M:%S"))
-    if run.command:
-        study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(run.command)])
+    study = open_evaluations(run.study_name, url, "calibrate", "a calibration", "--study", None, fingerprint,
+                             attrs={"space_name": run.space.name}, command=run.command)
     return study, url
 
 

@@ -528,7 +528,28 @@ def _progress_printer():
     return update
 
 
-# --------------------------------------------------------------------------- calibrate
+# --------------------------------------------------------------------------- many trainings: calibrate, promote, ablate
+
+
+def _interruptible(run: Callable[[], object], study: str, command: str) -> object | None:
+    """Run ``run()``; Ctrl-C or SIGTERM stores the running training as FAIL
+    and says how to resume (None returned)."""
+    import signal
+
+    from .storage import mask_url
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished trainings are stored in study {study!r}.\nresume with: {mask_url(command)}",
+              file=sys.stderr)
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -536,7 +557,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                             run_calibration, writable_space_file, write_fidelity)
     from .config import load_config
     from .space import load_space
-    from .storage import check_url, mask_url
+    from .storage import check_url
 
     space = load_space(args.space)
     _override_fidelity(space, args)
@@ -573,20 +594,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                          sample=args.sample, configs=configs, seeds=args.seeds, reference_epochs=reference_epochs,
                          reference_subset=reference_subset or None, target=args.target, data=args.data,
                          device=args.device, precision=args.precision, command=command)
-    import signal
-
-    def terminate(signum, frame):  # SIGTERM: like Ctrl-C, the running training is stored as FAIL
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        result = run_calibration(run, out=lambda line: print(line, flush=True))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trainings are stored in study {run.study_name!r}.\n"
-              f"resume with: {mask_url(command)}", file=sys.stderr)
+    result = _interruptible(lambda: run_calibration(run, out=lambda line: print(line, flush=True)),
+                            run.study_name, command)
+    if result is None:
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print(format_calibration(result))
     if args.write:
         if result.recommendation is None:
@@ -604,29 +615,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- promote, ablate
 
 
-def _interruptible(run: Callable[[], object], study: str, command: str) -> object | None:
-    """Run ``run()``; Ctrl-C or SIGTERM stores the running training as FAIL
-    and says how to resume (None returned)."""
-    import signal
-
-    from .storage import mask_url
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        return run()
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished trainings are stored in study {study!r}.\nresume with: {mask_url(command)}",
-              file=sys.stderr)
-        return None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from .promote import SUFFIX, PromotionRun, check_budget_args, format_promotion, run_promotion
+    from .evaluate import check_budget_args
+    from .promote import SUFFIX, PromotionRun, format_promotion, run_promotion
     from .storage import check_url
 
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
@@ -665,7 +656,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import ABLATE, AblationRun, format_ablation, run_ablation
-    from .promote import check_budget_args
+    from .evaluate import check_budget_args
     from .storage import check_url
 
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)

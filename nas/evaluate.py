@@ -34,7 +34,7 @@ from .errors import NasError
 from .models import build_model
 from .profile import profile
 from .provenance import versions
-from .storage import open_storage
+from .storage import mask_url, open_storage
 from .train import DivergedError, RungCallback, TrainResult, train
 
 #: the ``kind`` user attr of a stored evaluation (search trials have none)
@@ -56,26 +56,28 @@ class TrainingData:
     fingerprint: str
 
 
-def check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None) -> None:
+def check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None,
+                    advice: str = "use --study NEW_NAME") -> None:
     """A study's accuracies are only comparable on the data it started on
     (e.g. not the lossy JPEG copy of CIFAR-10 and the original pixels)."""
     recorded = user_attrs.get("data_fingerprint")
     if fingerprint is not None and recorded not in (None, fingerprint):
         raise NasError(f"study {study_name!r} was run on other data (fingerprint {recorded[:12]}, "
-                       f"now {fingerprint[:12]}); use --study NEW_NAME")
+                       f"now {fingerprint[:12]}); {advice}")
 
 
 def open_evaluations(name: str, url: str, kind: str, what: str, option: str, budget, fingerprint: str,
                      same: dict[str, tuple[Any, str]] | None = None, metric_names: Sequence[str] = ("accuracy", "macs"),
-                     attrs: dict[str, Any] | None = None) -> optuna.Study:
+                     attrs: dict[str, Any] | None = None, command: str = "") -> optuna.Study:
     """The study of a command that trains many evaluations at one budget
-    (``promote``, ``ablate``): created, or resumed when it is of the same
-    ``kind``, at the same budget, on the same data and with the same values
-    of the ``same`` user attrs (``{attr: (value, message)}``, the message
-    formatted with ``{old}``); anything else is refused with one line that
-    names ``option`` to choose another study, before anything is written.
-    ``what`` says what such a study is ("a promotion"); ``attrs`` are set
-    on a new study."""
+    (``promote``, ``ablate``; ``calibrate`` with ``budget`` None, as it has
+    two): created, or resumed when it is of the same ``kind``, at the same
+    budget, on the same data and with the same values of the ``same`` user
+    attrs (``{attr: (value, message)}``, the message formatted with
+    ``{old}``); anything else is refused with one line that names ``option``
+    to choose another study, before anything is written. ``what`` says what
+    such a study is ("a promotion"); ``attrs`` are set on a new study;
+    ``command`` is added to its ``commands``."""
     store = open_storage(url)
     if name in {s.study_name for s in optuna.study.get_all_study_summaries(store)}:
         old = optuna.load_study(study_name=name, storage=store)
@@ -85,22 +87,28 @@ def open_evaluations(name: str, url: str, kind: str, what: str, option: str, bud
             if old.user_attrs.get(key) != value:
                 raise NasError(f"study {name!r} {message.format(old=old.user_attrs.get(key))}; choose another "
                                f"with {option} NAME")
-        if old.user_attrs.get("budget_key") != budget.budget_key():
+        if budget is not None and old.user_attrs.get("budget_key") != budget.budget_key():
             f = old.user_attrs.get("fidelity") or {}
+            if f == budget.as_dict():  # the same budget, but the attention modules compute something else now
+                raise NasError(f"study {name!r} was trained with an earlier version of the attention modules, "
+                               f"whose results are not comparable; choose another study with {option} NAME")
             raise NasError(f"study {name!r} was trained at another budget ({f.get('subset') or 'all'} images x "
-                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, validation {f.get('val_size')}); keep its "
-                           f"--epochs/--subset/--val-size, or choose another study with {option} NAME")
-        check_same_data(name, old.user_attrs, fingerprint)
+                           f"{(f.get('rungs') or ['?'])[-1]:g} epochs, {f.get('val_size') or 'default'} validation "
+                           f"images); keep its --epochs/--subset/--val-size, or choose another study with "
+                           f"{option} NAME")
+        check_same_data(name, old.user_attrs, fingerprint, f"choose another study with {option} NAME")
     study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if "kind" not in study.user_attrs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(metric_names))
-        for key, value in {**(attrs or {}), "kind": kind, "fidelity": budget.as_dict(),
-                           "budget_key": budget.budget_key(), "data_fingerprint": fingerprint,
+        budget_attrs = {} if budget is None else {"fidelity": budget.as_dict(), "budget_key": budget.budget_key()}
+        for key, value in {**(attrs or {}), "kind": kind, **budget_attrs, "data_fingerprint": fingerprint,
                            "versions": versions(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}.items():
             study.set_user_attr(key, value)
+    if command:
+        study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(command)])
     return study
 
 
@@ -178,7 +186,7 @@ def find_evaluation(study: optuna.Study, structure_hash: str, budget_key: str, s
 def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: TrainingData, runtime, *,
              role: str = "", extra_attrs: dict[str, Any] | None = None, state_dir: Path | None = None,
              on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None,
-             progress=None) -> optuna.trial.FrozenTrial:
+             progress=None, cost: float | None = None) -> optuna.trial.FrozenTrial:
     """Train ``cfg`` at ``fidelity``'s budget with ``seed`` and store it as a
     COMPLETE trial of ``study`` (values: validation accuracy and MACs; user
     attrs: ``rungs``, ``structure_hash``, ``budget``, ``budget_key``,
@@ -193,13 +201,14 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     boundary when asked again). ``on_trained(trial, model)``: called with the
     trained model before the trial is finished (Optuna takes artifacts, such
     as a checkpoint, only while a trial runs). ``progress``: the trainer's
-    progress hook."""
+    progress hook. ``cost``: the second value stored (default: the MACs;
+    a latency study passes the architecture's ms per step)."""
     structure, budget_key = cfg.structure_hash(), fidelity.budget_key()
     done = find_evaluation(study, structure, budget_key, seed)
     if done is not None:
         return done
     model = build_seeded(cfg, seed, runtime)
-    cost = profile(model, data.image_size, device=runtime.device)
+    profiled = profile(model, data.image_size, device=runtime.device)
     trial = study.ask()
     rungs: list[list[float]] = []
 
@@ -211,8 +220,8 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     state = None if state_dir is None else Path(state_dir) / f"{structure[:16]}-{budget_key}-seed{seed}.train-state.pt"
     try:
         attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
-                 "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": cost["macs"],
-                 "params": cost["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
+                 "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": profiled["macs"],
+                 "params": profiled["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if state is not None:
@@ -228,6 +237,7 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         study.tell(trial, state=TrialState.FAIL)
         if state is not None:  # it would fail again: never resumed
             state.unlink(missing_ok=True)
+            _remove_if_empty(state.parent)
         raise EvaluationFailed(reason) from exc
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -239,6 +249,7 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         raise
     if state is not None:
         state.unlink(missing_ok=True)  # the result is about to be stored: nothing left to resume
+        _remove_if_empty(state.parent)
     trial.set_user_attr("images_trained", result.images_seen)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
     # training and validation, summed over the runs a resumed training took
@@ -246,8 +257,15 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     if result.resumed_from_step:
         trial.set_user_attr("resumed_from_step", result.resumed_from_step)
     trial.set_user_attr("val_accuracy", result.val_accuracy)
-    study.tell(trial, [result.val_accuracy, float(cost["macs"])])
+    study.tell(trial, [result.val_accuracy, float(profiled["macs"] if cost is None else cost)])
     return study.trials[trial.number]
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (another training's state), or already gone
+        pass
 
 
 class EvaluationFailed(Exception):
@@ -286,6 +304,8 @@ class Job:
     #: this job's budget and data, when not those of the whole run (calibrate's reference)
     budget: Any = None
     data: TrainingData | None = None
+    #: the second value stored, when not the MACs (see :func:`evaluate`)
+    cost: float | None = None
 
 
 def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | None, runtime,
@@ -298,7 +318,7 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
     completed ones and ``(job, reason)`` per failed training."""
     done: dict[tuple[str, str, int], optuna.trial.FrozenTrial] = {}
     failed: list[tuple[Job, str]] = []
-    started, trained = time.perf_counter(), 0
+    started, attempted = time.perf_counter(), 0
 
     def stored(job: Job) -> optuna.trial.FrozenTrial | None:
         return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
@@ -309,14 +329,16 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
         key = (job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
         trial = stored(job)
         if trial is None:
+            attempted += 1
+            _fail_lost(study, job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
             try:
                 trial = evaluate(study, job.cfg, job_budget, job.seed, job.data or data, runtime, role=job.role,
-                                 extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained)
+                                 extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained,
+                                 cost=job.cost)
             except EvaluationFailed as exc:
                 failed.append((job, str(exc)))
                 out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: FAILED {exc}")
                 continue
-            trained += 1
             left = sum(1 for j in jobs[i:] if stored(j) is None)
             out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} "
                 f"({trial.user_attrs['train_seconds']:.0f} s; {(time.perf_counter() - started) / 60:.1f} min "
@@ -325,9 +347,26 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
             failed.append((job, f"{trial.user_attrs.get('fail_reason')} (trial {trial.number})"))
             continue
         done[key] = trial
-    if trained == 0 and jobs:
+    if attempted == 0 and jobs:
         out(f"every training was stored already ({len(jobs)} trainings)")
     return done, failed
+
+
+#: the fail reason of an evaluation whose process ended without finishing it
+LOST = "lost: its process ended before the training finished (killed); trained again"
+
+
+def _fail_lost(study: optuna.Study, structure_hash: str, budget_key: str, seed: int) -> None:
+    """An evaluation of this job still RUNNING belongs to a run that was
+    killed (SIGKILL, a power cut: no chance to store it as FAIL); it is
+    failed now, as it is trained again. (One command at a time per study:
+    a promote, ablate or calibrate is not run twice at once on one study.)"""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        a = t.user_attrs
+        if (a.get("kind") == EVALUATION and a.get("structure_hash") == structure_hash
+                and a.get("budget_key") == budget_key and a.get("seed") == seed):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", LOST)
+            study.tell(t.number, state=TrialState.FAIL)
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -349,3 +388,28 @@ def difference(a: list[float], b: list[float], seed_std: float) -> tuple[float, 
         return delta, None, None
     se = seed_std * math.sqrt(1 / len(a) + 1 / len(b))
     return delta, se, dominance_probability(a, b, seed_std)
+
+
+def check_budget_args(epochs: float | None, subset: int | None, val_size: int | None, seeds: int,
+                      max_seeds: int = 8) -> None:
+    """One-line errors for the budget options of promote and ablate."""
+    if epochs is not None and not (math.isfinite(epochs) and epochs > 0):
+        raise NasError(f"--epochs: must be > 0, got {epochs:g}")
+    if subset is not None and subset < 1:
+        raise NasError(f"--subset: must be >= 1, got {subset}")
+    if val_size is not None and val_size < 1:
+        raise NasError(f"--val-size: must be >= 1, got {val_size}")
+    if not 1 <= seeds <= max_seeds:
+        raise NasError(f"--seeds: must be 1 to {max_seeds}, got {seeds}")
+
+
+def check_config_fits(cfg: ArchConfig, images: ImageData, dataset: str, source: str) -> None:
+    """The config's classes and input size must be the dataset's (one line
+    naming the config otherwise)."""
+    from .errors import ConfigError
+
+    if images.num_classes != cfg.num_classes:
+        raise ConfigError(f"{source}: num_classes is {cfg.num_classes} but {dataset} has {images.num_classes} classes")
+    if images.image_size != (cfg.input_size, cfg.input_size):
+        raise ConfigError(f"{source}: input_size is {cfg.input_size} but {dataset} images are "
+                          f"{images.image_size[0]}x{images.image_size[1]}")

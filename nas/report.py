@@ -31,6 +31,7 @@ PICKS = ("knee", "accuracy", "smallest")
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial with its state, objectives, cost and rung results."""
     rows = []
+    superseded = {t.user_attrs["supersedes"] for t in study.get_trials(deepcopy=False) if "supersedes" in t.user_attrs}
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         rungs = a.get("rungs") or []
@@ -39,6 +40,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "state": "INFEASIBLE" if "not_trained" in a else t.state.name,
             # a promoted study: "evaluation" (one seed's training) or "promoted" (their mean); a search: empty
             "kind": a.get("kind", ""),
+            # a promoted summary replaced by a later one (more seeds): kept, not drawn
+            "superseded": t.number in superseded,
             "val_accuracy": t.values[0] if t.state == TrialState.COMPLETE and "not_trained" not in a
             else (rungs[-1][1] if rungs else math.nan),
             "epochs": rungs[-1][0] if rungs else 0.0,
@@ -203,7 +206,8 @@ def _plot(trials: pd.DataFrame, front: pd.DataFrame, ref, hv: float, name: str, 
     scale, label, unit = COST_UNITS[objective]
     column = {"macs": "macs", "latency": "latency_ms"}[objective]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna() & (trials.kind != "evaluation")]
+    done = trials[(trials.state == "COMPLETE") & trials.duplicate_of.isna() & (trials.kind != "evaluation")
+                  & ~trials.superseded]
     pruned = trials[trials.state == "PRUNED"]
     ax.scatter(pruned[column] / scale, pruned.val_accuracy, marker="x", color="0.6",
                label="pruned (accuracy at its last rung)")

@@ -20,10 +20,12 @@ from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # n
 from .config import load_config
 from .data import DEFAULT_VAL_SIZE, channel_stats, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
-from .errors import ConfigError, NasError
+from .errors import NasError
+from .evaluate import check_config_fits
 from .models import build_model
 from .provenance import versions
 from .train import Recipe, evaluate, train
+
 
 def train_config(config_path: str | Path, *, epochs: float | None = None, batch_size: int | None = None,
                  lr: float | None = None, weight_decay: float | None = None, seed: int = 0,
@@ -45,11 +47,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     threads = configure_threads()
 
     images = load_dataset(dataset, root=data)
-    if images.num_classes != cfg.num_classes:
-        raise ConfigError(f"{path}: num_classes is {cfg.num_classes} but {dataset} has {images.num_classes} classes")
-    if images.image_size != (cfg.input_size, cfg.input_size):
-        raise ConfigError(f"{path}: input_size is {cfg.input_size} but {dataset} images are "
-                          f"{images.image_size[0]}x{images.image_size[1]}")
+    check_config_fits(cfg, images, dataset, str(path))
     splits = make_splits(images.train_labels, DEFAULT_VAL_SIZE if val_size is None else val_size,
                          seed=seed, subset=subset, allow_no_val=True)
     mean, std = channel_stats(images.train_images, splits.train)

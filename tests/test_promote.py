@@ -64,7 +64,7 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
     assert hashes == {base_hash, *top[:2]}
     for t in runs:  # each training links back to its proxy trial
         a = t.user_attrs
-        assert a["proxy_study"] == "tiny" and {a["seed"] for a in [a]} <= {0, 1}
+        assert a["proxy_study"] == "tiny" and a["seed"] in (0, 1)
         proxy_trial = proxy.trials[a["proxy_trial"]]
         assert proxy_trial.user_attrs["structure_hash"] == a["structure_hash"]
         assert a["proxy_accuracy"] == proxy_trial.values[0]
@@ -80,7 +80,8 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
 
     note = get_note(promoted)  # the dashboard's note says what the study is
     assert "**Promoted** from study `tiny`" in note and "### Pareto front" in note and "model-HASH-seedS.pt" in note
-    for line in ("Kendall tau proxy vs promoted accuracy over", "baseline", "P(Δ>0)", "the proxy's most accurate"):
+    for line in ("Kendall tau proxy vs promoted accuracy over 3 architectures", "P(Δ>0)",
+                 "the proxy's most accurate", "beats the baseline beyond noise", "of 2 design(s) counts at P >= 0.950"):
         assert line in out, line
     assert "test acc" not in out
 
@@ -103,15 +104,21 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
     assert trainings.started == 0 and "test acc" in out
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     assert len(promoted.trials) == n_trials and pick_trial(promoted, "knee").number == knee.number
+    import re
+
     rows = [line for line in out.splitlines() if line.startswith(("* ", "  ")) and "M " in line]
-    front_rows = [line for line in rows if line.startswith("* ")]
-    assert front_rows and all(len(line.split()) > len(rows[0].split()) - 3 for line in front_rows)
+    assert len(rows) == 3
+    for line in rows:  # the test column, just before the attention column: a value on the front only
+        on_front = line.startswith("* ")
+        assert bool(re.search(r"\s0\.\d{4}(\s+0\.\d{4})?\s+s3=", line)) == on_front, line
+        assert bool(re.search(r"\s-\s+s3=", line)) == (not on_front), line
 
 
-def test_promote_more_seeds_supersedes_the_summary(searched, capsys):
+def test_promote_more_seeds_supersedes_the_summary_and_fewer_drop_none(searched, capsys):
     storage, root = searched
-    base = ["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--data", str(root), *TINY]
+    base = ["promote", "--study", "tiny", "--storage", storage, "--trials", "1,1", "--data", str(root), *TINY]
     assert main([*base, "--seeds", "1"]) == 0
+    assert "promote 2 architectures" in capsys.readouterr().out  # trial 1 named twice, and the baseline
     assert main([*base, "--seeds", "2"]) == 0
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     summaries = [t for t in promoted.trials if t.user_attrs.get("kind") == "promoted"]
@@ -120,6 +127,9 @@ def test_promote_more_seeds_supersedes_the_summary(searched, capsys):
     front = nas.search.pareto_front(promoted)
     assert {t.number for t in front} <= {t.number for t in latest}
     assert all(len(t.user_attrs["seed_accuracies"]) == 2 for t in front)
+    assert main([*base, "--seeds", "1"]) == 0  # fewer seeds asked: the stored second seed still counts
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    assert len(promoted.trials) == len([t for t in promoted.trials if t.user_attrs.get("kind") == "evaluation"]) + 4
 
 
 def test_ablate_variants_differ_in_exactly_their_stage():
@@ -187,10 +197,16 @@ def test_promote_refusals_name_the_problem(searched, capsys):
     assert main(["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--seeds", "1",
                  "--data", str(root), *TINY]) == 0
     capsys.readouterr()
-    # the same promoted study at another budget is refused, nothing trained
+    # the same promoted study at another budget is refused, nothing trained or written
+    n_trials = len(optuna.load_study(study_name="tiny:promoted", storage=storage).trials)
     assert main(["promote", "--study", "tiny", "--storage", storage, "--trials", "1", "--seeds", "1",
                  "--data", str(root), "--epochs", "1", "--subset", "200", "--val-size", "100"]) == 2
-    assert "was trained at another budget" in capsys.readouterr().err
+    assert "was trained at another budget (200 images x 0.5 epochs, 100 validation images)" in \
+        capsys.readouterr().err
+    assert len(optuna.load_study(study_name="tiny:promoted", storage=storage).trials) == n_trials
+    # --into a study of another kind (the search's own) is refused
+    assert main(["promote", "--study", "tiny", "--storage", storage, "--into", "tiny", "--data", str(root), *TINY]) == 2
+    assert "study 'tiny' exists and is not a promotion; choose another with --into NAME" in capsys.readouterr().err
     assert main(["promote", "--study", "tiny:promoted", "--storage", storage, "--data", str(root), *TINY]) == 2
     assert "is a promotion already" in capsys.readouterr().err
 
@@ -240,3 +256,33 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["resumed_from_step"] == 20
     assert trial.user_attrs["images_trained"] == 21 * 256
     assert list(tmp_path.glob("*.train-state.pt")) == []  # removed once the result is stored
+
+
+def test_difference_and_verdict_threshold_by_hand():
+    from nas.evaluate import difference
+    from nas.promote import verdict_threshold
+
+    delta, se, prob = difference([0.5, 0.7], [0.4, 0.4], seed_std=0.1)
+    assert delta == pytest.approx(0.2) and se == pytest.approx(0.1)  # 0.1 * sqrt(1/2 + 1/2)
+    assert prob == pytest.approx(0.97725, abs=1e-5)  # Phi(2)
+    assert difference([0.5], [0.4, 0.4], 0.1)[2] is None  # one seed: no probability
+    assert difference([0.5, 0.6], [0.4, 0.4], 0.0)[1:] == (None, None)  # no seed std known
+    assert verdict_threshold(1) == pytest.approx(0.9) and verdict_threshold(8) == pytest.approx(1 - 0.1 / 8)
+
+
+def test_promote_a_latency_study_keeps_its_cost(tmp_path, cifar10_root, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "lat.yaml"
+    space.write_text(SPACE.replace("sampler: random\n", "sampler: random\nobjectives: [accuracy, latency]\n"))
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    assert main(["--space", str(space), "--study", "lat", "--trials", "3", "--timeout", "0", "--storage", storage,
+                 "--data", str(cifar10_root)]) == 0
+    assert main(["promote", "--study", "lat", "--storage", storage, "--top", "1", "--seeds", "1",
+                 "--data", str(cifar10_root), *TINY]) == 0
+    proxy = optuna.load_study(study_name="lat", storage=storage)
+    promoted = optuna.load_study(study_name="lat:promoted", storage=storage)
+    assert promoted.metric_names == ["accuracy", "latency"]
+    for t in promoted.trials:  # every trial's second value is the search's ms per step, not MACs
+        h = t.user_attrs["structure_hash"]
+        searched = [p for p in proxy.trials if p.user_attrs.get("structure_hash") == h and "latency_ms" in p.user_attrs]
+        assert t.values[1] == pytest.approx(searched[0].user_attrs["latency_ms"]), t.number
