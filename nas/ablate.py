@@ -30,7 +30,8 @@ from .config import ArchConfig, AttentionSpec, load_config
 from .dashboard import artifact_dir
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import Job, check_config_fits, difference, full_budget, load_training_data, mean_std, open_evaluations, run_jobs
+from .evaluate import (Job, check_config_fits, difference, full_budget, load_training_data, mean_std, open_evaluations,
+                       run_jobs)
 from .models import build_model
 from .noise import RESOLVED, pooled_seed_std
 from .profile import measure_step_latency, profile
@@ -55,6 +56,8 @@ class AblationRun:
     device: str | None = None
     precision: str = "auto"
     command: str = ""
+    #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
+    progress: Callable[[], Callable[[int, int, float], None]] | None = None
 
 
 @dataclass
@@ -173,7 +176,8 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
         f"validation images; {runtime.device} {runtime.precision}, {threads} threads")
     jobs = [Job(v.cfg, seed, v.name, v.name) for v in vs for seed in seeds]
     done, failures = run_jobs(study, jobs, budget, data, runtime, out,
-                              state_dir=artifact_dir(url).parent / "train-states")
+                              state_dir=artifact_dir(url).parent / "train-states",
+                              progress=run.progress)
     failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
     key = budget.budget_key()
     for v in vs:

@@ -78,6 +78,8 @@ class CalibrationRun:
     device: str | None = None
     precision: str = "auto"
     command: str = ""
+    #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
+    progress: Callable[[], Callable[[int, int, float], None]] | None = None
 
 
 @dataclass
@@ -289,7 +291,8 @@ def run_calibration(run: CalibrationRun, out: Callable[[str], None] = print) -> 
     from .dashboard import artifact_dir
 
     # a half-done reference training continues from its last epoch boundary
-    _, failures = run_jobs(study, jobs, None, None, runtime, out, state_dir=artifact_dir(url).parent / "train-states")
+    _, failures = run_jobs(study, jobs, None, None, runtime, out, state_dir=artifact_dir(url).parent / "train-states",
+                           progress=run.progress)
     failed = [f"{j.cfg.structure_hash()[:8]} seed {j.seed} ({j.role}): {reason}" for j, reason in failures]
     if failed:  # an architecture that cannot be trained at some budget has no place in the ranking
         bad = {line.split()[0] for line in failed}

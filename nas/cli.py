@@ -593,7 +593,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     run = CalibrationRun(space=space, study_name=args.study or f"calibrate:{space.name}", storage=args.storage,
                          sample=args.sample, configs=configs, seeds=args.seeds, reference_epochs=reference_epochs,
                          reference_subset=reference_subset or None, target=args.target, data=args.data,
-                         device=args.device, precision=args.precision, command=command)
+                         device=args.device, precision=args.precision, command=command,
+                         progress=_progress_printer)
     result = _interruptible(lambda: run_calibration(run, out=lambda line: print(line, flush=True)),
                             run.study_name, command)
     if result is None:
@@ -639,7 +640,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     run = PromotionRun(study_name=args.study, storage=args.storage, which=which, top=top, trials=numbers,
                        seeds=args.seeds, epochs=args.epochs, subset=args.subset, val_size=args.val_size,
                        test=args.test, into=args.into, data=args.data, device=args.device, precision=args.precision,
-                       artifact_dir=args.artifact_dir, command=command)
+                       artifact_dir=args.artifact_dir, command=command, progress=_progress_printer)
     result = _interruptible(lambda: run_promotion(run, out=lambda line: print(line, flush=True)),
                             args.into or args.study + SUFFIX, command)
     if result is None:
@@ -666,7 +667,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     command = "python search.py " + " ".join(args.argv)
     run = AblationRun(config=args.config, storage=args.storage, study_name=args.study, seeds=args.seeds,
                       epochs=args.epochs, subset=args.subset, val_size=args.val_size, data=args.data,
-                      dataset=args.dataset, device=args.device, precision=args.precision, command=command)
+                      dataset=args.dataset, device=args.device, precision=args.precision, command=command,
+                      progress=_progress_printer)
     result = _interruptible(lambda: run_ablation(run, out=lambda line: print(line, flush=True)),
                             args.study or f"{ABLATE}:{Path(args.config).stem}", command)
     if result is None:

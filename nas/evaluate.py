@@ -310,12 +310,15 @@ class Job:
 
 def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | None, runtime,
              out: Callable[[str], None], *, state_dir: Path | None = None,
-             on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None
+             on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None,
+             progress: Callable[[], Callable[[int, int, float], None]] | None = None
              ) -> tuple[dict[tuple[str, str, int], optuna.trial.FrozenTrial], list[tuple[Job, str]]]:
     """Train every job not stored yet (an earlier run's results are
     reused, a training that failed before is not tried again), one progress
-    line each. Returns ``{(structure hash, budget key, seed): trial}`` of the
-    completed ones and ``(job, reason)`` per failed training."""
+    line each. ``progress()`` makes each training's progress hook (the
+    CLI's bar or periodic lines). Returns ``{(structure hash, budget key,
+    seed): trial}`` of the completed ones and ``(job, reason)`` per failed
+    training."""
     done: dict[tuple[str, str, int], optuna.trial.FrozenTrial] = {}
     failed: list[tuple[Job, str]] = []
     started, attempted = time.perf_counter(), 0
@@ -334,7 +337,7 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
             try:
                 trial = evaluate(study, job.cfg, job_budget, job.seed, job.data or data, runtime, role=job.role,
                                  extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained,
-                                 cost=job.cost)
+                                 cost=job.cost, progress=progress() if progress is not None else None)
             except EvaluationFailed as exc:
                 failed.append((job, str(exc)))
                 out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: FAILED {exc}")

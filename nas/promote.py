@@ -75,6 +75,8 @@ class PromotionRun:
     precision: str = "auto"
     artifact_dir: str | None = None
     command: str = ""
+    #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
+    progress: Callable[[], Callable[[int, int, float], None]] | None = None
 
 
 @dataclass
@@ -340,7 +342,8 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
         f"seeds x {len(data.train_labels)} images x {budget.epochs:g} epochs, {len(data.val_labels)} validation "
         f"images; {runtime.device} {runtime.precision}, {threads} threads")
     _, failures = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
-                           on_trained=attach_checkpoint)
+                           on_trained=attach_checkpoint,
+                           progress=run.progress)
     failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
 
     # every seed stored at this budget counts (a later run with fewer --seeds does not drop any)
