@@ -206,8 +206,15 @@ def main() -> None:
     # each clock counts only its own arm's epochs, and a slow spell of the
     # machine falls on both
     naive = NaiveArm(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log)
+
+    def naive_catches_up() -> None:
+        # (b) trains an epoch only while it has done fewer than (a): after a
+        # resume that left (b) ahead, (a) catches up alone, and the pairs line up again
+        if len(log.rows("naive")) < len(log.rows("ours")):
+            naive.epoch()
+
     ours = run_ours(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log,
-                    between=naive.epoch)
+                    between=naive_catches_up)
     while not naive.done:  # (a) is finished: (b) goes on alone
         naive.epoch()
     logs = {"(a) nas.train": ours, "(b) naive": [tuple(r) for r in log.rows("naive")]}
