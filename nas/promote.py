@@ -92,7 +92,7 @@ class Candidate:
     def label(self) -> str:
         if self.baseline:
             return "baseline" + (f" (trial {self.proxy.number})" if self.proxy is not None else "")
-        return f"trial {self.proxy.number}"
+        return f"trial {self.proxy.number}" if self.proxy is not None else self.cfg.structure_hash()[:8]
 
 
 @dataclass
