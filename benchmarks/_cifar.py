@@ -43,6 +43,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest of the vector units that decide the kernels torch runs
+    (two CPUs with one model name, e.g. "AMD EPYC", can differ here)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    for flag in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if flag in flags:
+            return flag
+    return "below avx2"
+
+
 def cpu_bf16_flags() -> str:
     """The CPU's bf16 units as /proc/cpuinfo names them, or "no bf16 units"
     (then the trainer runs fp32)."""
@@ -65,11 +79,15 @@ class ArmLog:
     epoch boundary, and its wall clock continues from what that boundary
     had cost, so the times are those of an uninterrupted run. ``setup``
     (data, schedule, recipe, machine) names the run: a file written for
-    another setup is set aside, never mixed in."""
+    another setup is set aside, never mixed in. ``machine`` (CPU model and
+    vector units) is recorded, with each arm's epochs done, whenever a run
+    starts or resumes on a machine other than the last one's, so a report
+    can say which epochs ran where."""
 
-    def __init__(self, path: str | Path, setup: dict) -> None:
+    def __init__(self, path: str | Path, setup: dict, machine: dict | None = None) -> None:
         self.path, self.setup = Path(path), setup
         self.arms: dict[str, dict] = {}
+        self.machines: list[dict] = []
         if not self.path.exists():
             # states without their log (a log deleted to start over) would
             # resume runs whose earlier epochs are not on record
@@ -79,6 +97,7 @@ class ArmLog:
             saved = json.loads(self.path.read_text())
             if saved.get("setup") == setup:
                 self.arms = saved["arms"]
+                self.machines = saved.get("machines", [])
             else:
                 aside = self.path.with_name(self.path.name + f".other-{int(time.time())}")
                 self.path.rename(aside)
@@ -86,6 +105,10 @@ class ArmLog:
                     state.unlink()  # training states of that other setup
                 print(f"note: {self.path} was written for another setup; moved to {aside.name}", flush=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if machine is not None and (not self.machines or self.machines[-1]["machine"] != machine):
+            self.machines.append({"machine": machine,
+                                  "from_epochs": {arm: (v["rows"][-1][0] if v["rows"] else 0.0)
+                                                  for arm, v in self.arms.items()}})
 
     def rows(self, arm: str) -> list[list[float]]:
         """(epochs done, validation accuracy, wall seconds) after each epoch."""
@@ -130,5 +153,5 @@ class ArmLog:
 
     def _write(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"setup": self.setup, "arms": self.arms}, indent=1))
+        tmp.write_text(json.dumps({"setup": self.setup, "arms": self.arms, "machines": self.machines}, indent=1))
         os.replace(tmp, self.path)

@@ -24,7 +24,12 @@ on a small CPU, so the run keeps its epoch log (``--log``, JSON) and each
 arm's training state beside it: the same command after a kill resumes where
 it stopped, and the times are those of an uninterrupted run.
 
+``--precision fp32`` makes (a) train in fp32 where the CPU has bf16 (to
+compare the data pipelines alone, or to go on with a run begun on a CPU
+without bf16; the log records which machine ran which epochs).
+
     python benchmarks/time_to_accuracy.py [--data DIR] [--epochs 50] [--targets 0.85 0.91] [--log FILE]
+        [--precision auto|fp32|bf16]
 """
 from __future__ import annotations
 
@@ -45,12 +50,14 @@ from nas.train import Recipe, _lr_at, _param_groups, saved_progress, train
 
 
 def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
-             log: _cifar.ArmLog, arm: str = "ours", between: Callable[[], None] | None = None) -> list[tuple]:
+             log: _cifar.ArmLog, arm: str = "ours", between: Callable[[], None] | None = None,
+             runtime=None) -> list[tuple]:
     """Train (a) until ``target`` or the end; returns (epochs, accuracy,
     wall seconds) after every epoch, kept in ``log`` (resumable, see ArmLog).
     ``between()`` runs after each of (a)'s epochs, off (a)'s clock: the other
     arm's next epoch, so that both arms see the same machine."""
     recipe = Recipe(epochs=epochs, rungs=list(range(1, math.ceil(epochs))), seed=0)
+    runtime = runtime or resolve_runtime()
     rows = log.rows(arm)
     if log.finished(arm):
         return [tuple(r) for r in rows]
@@ -82,7 +89,7 @@ def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, t
             log.record_paused(arm, epochs_done, paused_before + paused)
         return False
 
-    train(model, images, labels, val_images, val_labels, mean, std, recipe, resolve_runtime(), callback=at_epoch,
+    train(model, images, labels, val_images, val_labels, mean, std, recipe, runtime, callback=at_epoch,
           state_path=state, state_key=key, state_interval=0)
     log.finish(arm)
     return [tuple(r) for r in rows]
@@ -185,6 +192,8 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.85, 0.91])
     parser.add_argument("--log", default=None,
                         help="epoch log kept for resuming (default: studies/benchmarks/time_to_accuracy-<epochs>.json)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="(a)'s precision (default: the trainer's automatic choice; (b) is always fp32)")
     parser.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # a quick check of the script
     args = parser.parse_args()
 
@@ -193,12 +202,14 @@ def main() -> None:
     images, labels = data.train_images[train_idx], data.train_labels[train_idx]
     val_images, val_labels = data.train_images[splits.val], data.train_labels[splits.val]
     mean, std = channel_stats(images)
-    precision = resolve_runtime().precision
+    runtime = resolve_runtime(precision=args.precision)
+    precision = runtime.precision
     targets = sorted(args.targets)
     setup = {"epochs": args.epochs, "targets": targets, "data": data.fingerprint, "train": len(labels),
              "cpu": _cifar.cpu_model(), "threads": threads, "precision": precision,
              "torch": str(torch.__version__), "recipe": repr(Recipe(epochs=args.epochs, seed=0))}
-    log = _cifar.ArmLog(args.log or f"studies/benchmarks/time_to_accuracy-{args.epochs:g}.json", setup)
+    machine = {"cpu": _cifar.cpu_model(), "isa": _cifar.cpu_isa()}
+    log = _cifar.ArmLog(args.log or f"studies/benchmarks/time_to_accuracy-{args.epochs:g}.json", setup, machine)
     print(f"# resnet20, {len(labels)} train / {len(val_labels)} val images, schedule {args.epochs:g} epochs, "
           f"targets {', '.join(f'{t:.0%}' for t in targets)}; {_cifar.cpu_model()}, torch {torch.__version__}, "
           f"{threads} threads, (a) in {precision}, (b) in fp32; log {log.path}", flush=True)
@@ -214,9 +225,14 @@ def main() -> None:
             naive.epoch()
 
     ours = run_ours(images, labels, val_images, val_labels, mean, std, args.epochs, targets[-1], log,
-                    between=naive_catches_up)
+                    between=naive_catches_up, runtime=runtime)
     while not naive.done:  # (a) is finished: (b) goes on alone
         naive.epoch()
+    if len(log.machines) > 1:
+        print("machines (each from the epochs each arm had done when it took over):")
+        for entry in log.machines:
+            done = ", ".join(f"{arm} {n:g}" for arm, n in entry["from_epochs"].items())
+            print(f"  {entry['machine']['cpu']} ({entry['machine']['isa']}) from {done or 'the start'}")
     logs = {"(a) nas.train": ours, "(b) naive": [tuple(r) for r in log.rows("naive")]}
     for target in targets:
         times = {}
