@@ -43,32 +43,35 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags as /proc/cpuinfo lists them (None if unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
 def cpu_isa() -> str:
     """The widest of the vector units that decide the kernels torch runs
     (two CPUs with one model name, e.g. "AMD EPYC", can differ here)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    flags = _cpu_flags()
+    if flags is None:
         return "unknown"
-    for flag in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
-        if flag in flags:
-            return flag
-    return "below avx2"
+    return next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "below avx2")
 
 
 def cpu_bf16_flags() -> str:
     """The CPU's bf16 units as /proc/cpuinfo names them, or "no bf16 units"
     (then the trainer runs fp32)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    found = sorted(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
-                    return ", ".join(found) if found else "no bf16 units"
-    except OSError:
-        pass
-    return "bf16 units unknown"
+    flags = _cpu_flags()
+    if flags is None:
+        return "bf16 units unknown"
+    found = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    return ", ".join(found) if found else "no bf16 units"
 
 
 class ArmLog:
