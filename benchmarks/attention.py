@@ -8,10 +8,14 @@ in one run, interleaved round by round so that drift in the machine's speed
 hits every module alike.
 
 Precision: ``auto`` (the trainer's choice: bf16 autocast where the CPU has
-bf16 units, fp32 otherwise), ``fp32`` or ``bf16``. The header names the CPU
-model and its bf16 flags: figures compare only within one run on one CPU.
+bf16 units, fp32 otherwise), ``fp32`` or ``bf16``; several (``--precision
+bf16 fp32``) are timed in the same interleaved rounds, with a column per
+precision and the time of the first over the second per module, so "is a
+module slower in bf16 than in fp32" is answered side by side. The header
+names the CPU model and its bf16 flags: figures compare only within one run
+on one CPU.
 
-    python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--precision auto|fp32|bf16]
+    python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--precision auto|fp32|bf16 ...]
 """
 from __future__ import annotations
 
@@ -41,10 +45,13 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per module")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
 
-    runtime = resolve_runtime("cpu", args.precision)
+    runtimes = {}
+    for choice in args.precision:  # "auto" and the precision it resolves to are one column
+        runtime = resolve_runtime("cpu", choice)
+        runtimes.setdefault(runtime.precision, runtime)
     configure_threads()
     torch.manual_seed(0)
     names = attention_names()
@@ -55,25 +62,30 @@ def main() -> None:
         models[name] = model.to(memory_format=torch.channels_last).train()
     x = torch.randn(args.batch_size, 3, 32, 32).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for name in names:  # warm-up: allocator, oneDNN kernel selection
+    runs = [(name, precision) for name in names for precision in runtimes]
+    times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    for name, precision in runs:  # warm-up: allocator, oneDNN kernel selection, kernel choosing
         for _ in range(2):
-            _step_time(models[name], x, y, runtime)
+            _step_time(models[name], x, y, runtimes[precision])
     for _ in range(args.rounds):
-        for name in names:
-            times[name].append(_step_time(models[name], x, y, runtime))
+        for name, precision in runs:
+            times[name, precision].append(_step_time(models[name], x, y, runtimes[precision]))
 
-    base = statistics.median(times["none"])
+    median = {run: statistics.median(t) for run, t in times.items()}
     print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}), {args.backbone}, batch {args.batch_size}, "
-          f"{runtime.precision}, channels_last, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"kernels {kernel_mode()}")
-    print("| attention | params | MACs (M) | element-wise (M) | fwd+bwd ms/batch | time vs none |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"{' and '.join(runtimes)}, channels_last, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"kernels {kernel_mode()}, {args.rounds} rounds")
+    columns = "".join(f" {p}: ms/batch | {p}: vs none |" for p in runtimes)
+    first, *rest = runtimes
+    ratio = f" {first} / {rest[0]} |" if rest else ""
+    print(f"| attention | params | MACs (M) | element-wise (M) |{columns}{ratio}")
+    print("|---|---:|---:|---:|" + "---:|---:|" * len(runtimes) + ("---:|" if rest else ""))
     for name in names:
-        c, t = costs[name], statistics.median(times[name])
-        print(f"| {name} | {c['params']:,} | {c['macs'] / 1e6:.2f} | {c['elementwise'] / 1e6:.3f} | "
-              f"{t * 1000:.1f} | {t / base:.2f}x |")
-
+        c = costs[name]
+        cells = "".join(f" {median[name, p] * 1000:.1f} | {median[name, p] / median['none', p]:.2f}x |"
+                        for p in runtimes)
+        ratio = f" {median[name, first] / median[name, rest[0]]:.2f}x |" if rest else ""
+        print(f"| {name} | {c['params']:,} | {c['macs'] / 1e6:.2f} | {c['elementwise'] / 1e6:.3f} |{cells}{ratio}")
 
 if __name__ == "__main__":
     main()
