@@ -132,32 +132,53 @@ def test_module_matches_its_reference(case, layout, precision):
         assert fast_grad.is_contiguous(memory_format=torch.channels_last)
 
 
-CONVS = [  # (in, out, kernel, stride, dilation, groups)
-    (16, 16, 3, 1, 2, 16),
-    (16, 32, 3, 2, 3, 8),
-    (16, 4, 9, 1, 1, 4),
-    (32, 8, 7, 2, 1, 4),
-    (16, 16, 3, 1, 2, 1),
+CONVS = [  # (in, out, kernel, stride, dilation, groups, bias)
+    (16, 16, 3, 1, 2, 16, False),
+    (16, 32, 3, 2, 3, 8, False),
+    (16, 4, 9, 1, 1, 4, False),
+    (32, 8, 7, 2, 1, 4, False),
+    (16, 16, 3, 1, 2, 1, False),
+    (16, 16, 5, 4, 1, 16, True),  # EMSA's reduction (sr 4): depthwise, kernel sr + 1, stride sr, with bias
+    (16, 8, 3, 1, 1, 4, True),
 ]
 
 
-@pytest.mark.parametrize("spec", CONVS, ids=[f"{c[0]}-{c[1]}-k{c[2]}-s{c[3]}-d{c[4]}-g{c[5]}" for c in CONVS])
+@pytest.mark.parametrize("spec", CONVS, ids=[f"{c[0]}-{c[1]}-k{c[2]}-s{c[3]}-d{c[4]}-g{c[5]}{'-bias' * c[6]}"
+                                             for c in CONVS])
 def test_every_conv_formulation_is_the_plain_conv(spec):
-    cin, cout, k, stride, dilation, groups = spec
+    cin, cout, k, stride, dilation, groups, bias = spec
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation, groups, bias=False)
+    conv = torch.nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation, groups, bias=bias)
     x = torch.randn(2, cin, 12, 12).to(memory_format=torch.channels_last)
     forms = formulations(conv)
     assert len(forms) >= 2 and next(iter(forms)) == "plain"
+    params = (conv.weight,) + ((conv.bias,) if bias else ())
     results = {}
     for name, fn in forms.items():
-        xi, wi = x.detach().requires_grad_(), conv.weight.detach().requires_grad_()
-        out = fn(xi, wi)
-        results[name] = (out, *torch.autograd.grad(out, (xi, wi), torch.ones_like(out)))
-    for name, (out, gx, gw) in results.items():
-        for got, want in zip((out, gx, gw), results["plain"]):
+        xi, *pi = (t.detach().requires_grad_() for t in (x, *params))
+        out = fn(xi, *pi)
+        results[name] = (out, *torch.autograd.grad(out, (xi, *pi), torch.ones_like(out)))
+    assert torch.allclose(results["plain"][0], conv(x), atol=1e-6)  # the plain form is the module's own conv
+    for name, got_all in results.items():
+        for got, want in zip(got_all, results["plain"], strict=True):
             assert got.shape == want.shape, name
             assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item()), name
+
+
+def test_emsa_reduction_is_chosen_like_the_other_convs():
+    """EMSA's depthwise reduction (bf16 backward several times its fp32 one
+    on an AVX-512 BF16 EPYC) goes through the same choice as SK's and PSA's
+    convs, so under autocast it keeps fp32 where that is faster."""
+    m = create_attention("emsa", 16, sr=4)
+    m(torch.randn(2, 16, 8, 8)).sum().backward()
+    convs = [key for key in device.kernel_choices() if key[0] == "conv2d"]
+    assert [key[1] for key in convs] == [(4, 2, 1, 16)]  # stride, padding, dilation, groups
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        device.pin_kernel(device.kernel_key("conv2d", (torch.randn(2, 16, 8, 8), m.attention.reduce.weight,
+                                                       m.attention.reduce.bias), (4, 2, 1, 16)), "plain", True)
+        from nas.attention._conv import conv2d
+
+        assert conv2d(torch.randn(2, 16, 8, 8), m.attention.reduce).dtype == torch.float32
 
 
 def _pinned_conv_output(mode_fp32: bool, formulation: str = "dense"):
@@ -259,7 +280,7 @@ def test_evaluation_reuses_emsa_attention_choice_at_another_batch(monkeypatch):
     monkeypatch.setattr(device, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
     m(torch.randn(8, 16, 8, 8)).sum().backward()
     trained = len(timings)
-    assert trained == 2  # written and fused, once
+    assert trained == 4  # once each: the attention written and fused, the depthwise reduction plain and dense
     with torch.no_grad():
         m(torch.randn(32, 16, 8, 8))
     assert len(timings) == trained

@@ -72,9 +72,10 @@ def block_diagonal(weight: Tensor, groups: int) -> Tensor:
     return (one_hot[:, :, None, None, None] * weight[:, None]).flatten(1, 2)
 
 
-def _depthwise_then_sum(x: Tensor, weight: Tensor, stride: int, padding: int, groups: int) -> Tensor:
+def _depthwise_then_sum(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int,
+                        groups: int) -> Tensor:
     """Grouped conv as a depthwise conv with one filter per (input, output)
-    pair of a group, then a sum over each group's inputs."""
+    pair of a group, then a sum over each group's inputs (and the bias)."""
     out, per_group_in = weight.shape[:2]
     per_group_out = out // groups
     k = weight.shape[-1]
@@ -83,13 +84,16 @@ def _depthwise_then_sum(x: Tensor, weight: Tensor, stride: int, padding: int, gr
     y = F.conv2d(x, depthwise, None, stride, padding, 1, x.shape[1])
     n, _, h, w = y.shape
     summed = y.view(n, groups, per_group_in, per_group_out, h, w).sum(2).view(n, out, h, w)
+    if bias is not None:
+        summed = summed + bias.view(1, out, 1, 1)
     return in_layout_of(summed, x)  # the reduction hands back a contiguous tensor
 
 
 def conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` (no bias, square kernel, int stride/padding/dilation),
-    in the fastest formulation for this shape."""
-    return run_fastest("conv2d", formulations(conv), (x, conv.weight), conv_settings(conv))
+    """``conv(x)`` (square kernel, int stride/padding/dilation), in the
+    fastest formulation (and precision, under autocast) for this shape."""
+    tensors = (x, conv.weight) if conv.bias is None else (x, conv.weight, conv.bias)
+    return run_fastest("conv2d", formulations(conv), tensors, conv_settings(conv))
 
 
 def conv_settings(conv: nn.Conv2d) -> tuple[int, int, int, int]:
@@ -97,24 +101,24 @@ def conv_settings(conv: nn.Conv2d) -> tuple[int, int, int, int]:
 
 
 def formulations(conv: nn.Conv2d) -> dict:
-    """name -> f(x, weight) for every formulation that applies to ``conv``;
-    the first is the plain one."""
+    """name -> f(x, weight[, bias]) for every formulation that applies to
+    ``conv``; the first is the plain one."""
     stride, padding, dilation, groups = conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups
 
-    def plain(x: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(x, w, None, stride, padding, dilation, groups)
+    def plain(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
-    def spread(x: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(x, zero_inserted(w, dilation), None, stride, padding, 1, groups)
+    def spread(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, zero_inserted(w, dilation), b, stride, padding, 1, groups)
 
-    def dense(x: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(x, block_diagonal(w, groups), None, stride, padding, dilation, 1)
+    def dense(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, block_diagonal(w, groups), b, stride, padding, dilation, 1)
 
-    def dense_spread(x: Tensor, w: Tensor) -> Tensor:
-        return F.conv2d(x, block_diagonal(zero_inserted(w, dilation), groups), None, stride, padding, 1, 1)
+    def dense_spread(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, block_diagonal(zero_inserted(w, dilation), groups), b, stride, padding, 1, 1)
 
-    def depthwise_sum(x: Tensor, w: Tensor) -> Tensor:
-        return _depthwise_then_sum(x, zero_inserted(w, dilation), stride, padding, groups)
+    def depthwise_sum(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return _depthwise_then_sum(x, zero_inserted(w, dilation), b, stride, padding, groups)
 
     formulations = {"plain": plain}
     if dilation > 1:

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ..device import run_fastest
 from ._checks import check_divides, check_int
+from ._conv import conv2d
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -100,7 +101,9 @@ class EfficientSelfAttention(nn.Module):
         q = self.q(tokens).view(n, length, heads, c // heads).transpose(1, 2)  # n x heads x N x C/heads
         if self.sr > 1:
             grid = tokens.transpose(1, 2).reshape(n, c, h, w)
-            kv_tokens = self.reduce_norm(self.reduce(grid).flatten(2).transpose(1, 2))
+            # the depthwise reduction through nas.device.run_fastest: its bf16
+            # backward in oneDNN is several times its fp32 one on CPU
+            kv_tokens = self.reduce_norm(conv2d(grid, self.reduce).flatten(2).transpose(1, 2))
         else:
             kv_tokens = tokens
         k, v = self.kv(kv_tokens).view(n, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
