@@ -31,7 +31,7 @@ from .dashboard import artifact_dir
 from .data import load_dataset
 from .errors import NasError
 from .evaluate import (Job, check_config_fits, difference, full_budget, load_training_data, mean_std, open_evaluations,
-                       run_jobs)
+                       run_jobs, sibling_evaluations)
 from .models import build_model
 from .noise import RESOLVED, pooled_seed_std
 from .profile import measure_step_latency, profile
@@ -177,7 +177,7 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
     jobs = [Job(v.cfg, seed, v.name, v.name) for v in vs for seed in seeds]
     done, failures = run_jobs(study, jobs, budget, data, runtime, out,
                               state_dir=artifact_dir(url).parent / "train-states",
-                              progress=run.progress)
+                              progress=run.progress, sources=sibling_evaluations(study))
     failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
     key = budget.budget_key()
     for v in vs:

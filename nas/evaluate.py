@@ -272,6 +272,47 @@ class EvaluationFailed(Exception):
     """One evaluation could not finish; the reason is in its trial."""
 
 
+#: the user attrs :func:`evaluate` writes about the training itself (not the command's links, such as a promoted
+#: trial's proxy trial): what a copy into another study carries over
+_TRAINING_ATTRS = ("kind", "structure_hash", "config", "budget", "budget_key", "seed", "macs", "params",
+                   "train_images", "rungs", "images_trained", "train_seconds", "wall_seconds", "resumed_from_step",
+                   "val_accuracy")
+
+
+def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:
+    """The other studies of ``study``'s storage that hold evaluations on the
+    same data (same fingerprint): a promote, an ablation or a calibration.
+    A training they stored at the same budget and seed is the same
+    experiment (the split depends only on the budget, the weights and batch
+    order only on the seed), so :func:`run_jobs` copies it rather than
+    spending the machine on it again; e.g. ``ablate`` of a promoted winner
+    reuses the promote's trainings of the winner and of the baseline."""
+    fingerprint = study.user_attrs.get("data_fingerprint")
+    out = []
+    for s in optuna.study.get_all_study_summaries(study._storage, include_best_trial=False):
+        if fingerprint is None or s.study_name == study.study_name or s.user_attrs.get("data_fingerprint") != fingerprint:
+            continue
+        out.append(optuna.load_study(study_name=s.study_name, storage=study._storage))
+    return out
+
+
+def copy_evaluation(study: optuna.Study, source: optuna.Study, done: optuna.trial.FrozenTrial, job: Job
+                    ) -> optuna.trial.FrozenTrial:
+    """Store ``done`` (a COMPLETE evaluation of ``source``) in ``study`` as
+    ``job``'s result, with ``copied_from`` naming where it was trained."""
+    attrs = {k: done.user_attrs[k] for k in _TRAINING_ATTRS if k in done.user_attrs}
+    attrs.update({"role": job.role, **(job.extra_attrs or {}),
+                  "copied_from": {"study": source.study_name, "trial": done.number}})
+    cost = float(attrs["macs"] if job.cost is None else job.cost)
+    # its artifacts (a promoted training's checkpoint) live in the same storage's folder: shared, not copied
+    shared = {k: v for k, v in source._storage.get_trial_system_attrs(done._trial_id).items()
+              if k.startswith("artifacts:")}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE, values=[done.values[0], cost], user_attrs=attrs, system_attrs=shared,
+        distributions={}, params={}))
+    return study.get_trials(deepcopy=False)[-1]
+
+
 # --------------------------------------------------------------------------- full budget, many trainings
 
 
@@ -311,11 +352,15 @@ class Job:
 def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | None, runtime,
              out: Callable[[str], None], *, state_dir: Path | None = None,
              on_trained: Callable[[optuna.Trial, torch.nn.Module], None] | None = None,
-             progress: Callable[[], Callable[[int, int, float], None]] | None = None
+             progress: Callable[[], Callable[[int, int, float], None]] | None = None,
+             sources: Sequence[optuna.Study] = (),
+             copy_if: Callable[[optuna.Study, optuna.trial.FrozenTrial], bool] | None = None
              ) -> tuple[dict[tuple[str, str, int], optuna.trial.FrozenTrial], list[tuple[Job, str]]]:
     """Train every job not stored yet (an earlier run's results are
     reused, a training that failed before is not tried again), one progress
-    line each. ``progress()`` makes each training's progress hook (the
+    line each. A job that one of ``sources`` (:func:`sibling_evaluations`)
+    completed at the same budget and seed is copied from there instead
+    (when ``copy_if(source, trial)``: e.g. only with a checkpoint). ``progress()`` makes each training's progress hook (the
     CLI's bar or periodic lines). Returns ``{(structure hash, budget key,
     seed): trial}`` of the completed ones and ``(job, reason)`` per failed
     training."""
@@ -327,10 +372,22 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
         return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
                                include_failed=True)
 
+    def elsewhere(job: Job) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
+        for source in sources:
+            t = find_evaluation(source, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed)
+            if t is not None and (copy_if is None or copy_if(source, t)):
+                return source, t
+        return None
+
     for i, job in enumerate(jobs, 1):
         job_budget = job.budget or budget
         key = (job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
         trial = stored(job)
+        if trial is None and (found := elsewhere(job)) is not None:
+            source, original = found
+            trial = copy_evaluation(study, source, original, job)
+            out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} (trained at this budget "
+                f"by study {source.study_name!r}, trial {original.number}: copied, not trained again)")
         if trial is None:
             attempted += 1
             _fail_lost(study, job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
@@ -342,7 +399,7 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
                 failed.append((job, str(exc)))
                 out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: FAILED {exc}")
                 continue
-            left = sum(1 for j in jobs[i:] if stored(j) is None)
+            left = sum(1 for j in jobs[i:] if stored(j) is None and elsewhere(j) is None)
             out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} "
                 f"({trial.user_attrs['train_seconds']:.0f} s; {(time.perf_counter() - started) / 60:.1f} min "
                 f"elapsed, {left} trainings left)")

@@ -41,7 +41,7 @@ from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
 from .evaluate import (EVALUATION, Job, check_same_data, difference, full_budget, load_training_data, mean_std,
-                       open_evaluations, run_jobs)
+                       open_evaluations, run_jobs, sibling_evaluations)
 from .noise import RESOLVED, pooled_seed_std
 from .search import baseline_trial, pareto_front
 from .space import Fidelity, parse_space
@@ -296,7 +296,7 @@ def _candidate_of(summary: optuna.trial.FrozenTrial, proxy: optuna.Study) -> Can
 def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Promotion:
     """Train what is missing, write the summaries, compare every
     architecture the promoted study holds."""
-    from .dashboard import artifact_dir, artifact_store, check_artifact_dir
+    from .dashboard import artifact_dir, artifact_store, check_artifact_dir, trial_artifacts
     from .device import configure_threads, resolve_runtime
     from .report import cost_objective
     from .storage import load_study, storage_for_reading
@@ -342,8 +342,9 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
         f"seeds x {len(data.train_labels)} images x {budget.epochs:g} epochs, {len(data.val_labels)} validation "
         f"images; {runtime.device} {runtime.precision}, {threads} threads")
     _, failures = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
-                           on_trained=attach_checkpoint,
-                           progress=run.progress)
+                           on_trained=attach_checkpoint, progress=run.progress,
+                           # a training copied from another study must bring its checkpoint (--test reads it)
+                           sources=sibling_evaluations(study), copy_if=lambda src, t: bool(trial_artifacts(src, t)))
     failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
 
     # every seed stored at this budget counts (a later run with fewer --seeds does not drop any)

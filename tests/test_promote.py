@@ -286,3 +286,46 @@ def test_promote_a_latency_study_keeps_its_cost(tmp_path, cifar10_root, monkeypa
         h = t.user_attrs["structure_hash"]
         searched = [p for p in proxy.trials if p.user_attrs.get("structure_hash") == h and "latency_ms" in p.user_attrs]
         assert t.values[1] == pytest.approx(searched[0].user_attrs["latency_ms"]), t.number
+
+
+def test_a_training_stored_by_another_study_is_copied_not_trained_again(searched, tmp_path, trainings, capsys):
+    """ablate of a promoted design reuses the promote's trainings of the design and of the baseline (same
+    budget, data and seed); a promote does not copy a training without a checkpoint (--test reads it)."""
+    storage, root = searched
+    proxy = optuna.load_study(study_name="tiny", storage=storage)
+    base_hash = nas.preset_config("resnet20", width_multiplier=0.25).structure_hash()
+    design = next(t for t in proxy.trials if t.state == TrialState.COMPLETE
+                  and t.user_attrs["structure_hash"] != base_hash)
+    promote = ["promote", "--study", "tiny", "--storage", storage, "--trials", str(design.number), "--data",
+               str(root), *TINY]
+    trainings.reset()
+    assert main([*promote, "--seeds", "2"]) == 0
+    assert trainings.started == 4
+    path = tmp_path / "design.yaml"
+    assert main(["export", "--study", "tiny", "--storage", storage, "--trial", str(design.number), "-o",
+                 str(path)]) == 0
+    capsys.readouterr()
+
+    ablate = ["ablate", str(path), "--storage", storage, "--data", str(root), *TINY]
+    trainings.reset()
+    assert main([*ablate, "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert trainings.started == 0  # the full design and the baseline ("without s3" is the baseline here)
+    assert out.count("by study 'tiny:promoted'") == 4 and "copied, not trained again" in out
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    ablation = optuna.load_study(study_name="ablate:design", storage=storage)
+    for t in ablation.trials:
+        source = promoted.trials[t.user_attrs["copied_from"]["trial"]]
+        assert t.user_attrs["copied_from"]["study"] == "tiny:promoted"
+        for key in ("structure_hash", "budget_key", "seed"):
+            assert t.user_attrs[key] == source.user_attrs[key]
+        assert t.values == [source.values[0], source.user_attrs["macs"]] and t.user_attrs["role"] != "promoted"
+        assert "proxy_trial" not in t.user_attrs  # the promote's link to its proxy is not the ablation's
+
+    # a third seed: the ablation trains it for both; a promote then trains its own (no checkpoint to copy)
+    trainings.reset()
+    assert main([*ablate, "--seeds", "3"]) == 0
+    assert trainings.started == 2
+    trainings.reset()
+    assert main([*promote, "--seeds", "3", "--test"]) == 0
+    assert trainings.started == 2 and "test acc" in capsys.readouterr().out
