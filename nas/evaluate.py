@@ -290,8 +290,9 @@ def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:
     fingerprint = study.user_attrs.get("data_fingerprint")
     out = []
     for s in optuna.study.get_all_study_summaries(study._storage, include_best_trial=False):
-        if fingerprint is None or s.study_name == study.study_name or s.user_attrs.get("data_fingerprint") != fingerprint:
-            continue
+        if (fingerprint is None or s.study_name == study.study_name or s.user_attrs.get("kind") is None
+                or s.user_attrs.get("data_fingerprint") != fingerprint):
+            continue  # a search's study (kind None) holds no evaluations
         out.append(optuna.load_study(study_name=s.study_name, storage=study._storage))
     return out
 
@@ -372,12 +373,15 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
         return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
                                include_failed=True)
 
+    copyable: dict[tuple[str, str, int], tuple[optuna.Study, optuna.trial.FrozenTrial]] = {}
+    for source in sources:  # read once: (structure hash, budget key, seed) -> the first such training
+        for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if a.get("kind") == EVALUATION and (copy_if is None or copy_if(source, t)):
+                copyable.setdefault((a.get("structure_hash"), a.get("budget_key"), a.get("seed")), (source, t))
+
     def elsewhere(job: Job) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
-        for source in sources:
-            t = find_evaluation(source, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed)
-            if t is not None and (copy_if is None or copy_if(source, t)):
-                return source, t
-        return None
+        return copyable.get((job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed))
 
     for i, job in enumerate(jobs, 1):
         job_budget = job.budget or budget
