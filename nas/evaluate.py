@@ -217,10 +217,11 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         trial.set_user_attr("rungs", rungs)
         return False
 
-    state = None if state_dir is None else Path(state_dir) / f"{structure[:16]}-{budget_key}-seed{seed}.train-state.pt"
+    state = None if state_dir is None else state_file(state_dir, structure, budget_key, seed)
     try:
         attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
-                 "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed, "macs": profiled["macs"],
+                 "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed,
+                 "device": runtime.device.type, "precision": runtime.precision, "macs": profiled["macs"],
                  "params": profiled["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -261,6 +262,11 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     return study.trials[trial.number]
 
 
+def state_file(state_dir: Path, structure_hash: str, budget_key: str, seed: int) -> Path:
+    """Where a long evaluation keeps its resumable state while it trains."""
+    return Path(state_dir) / f"{structure_hash[:16]}-{budget_key}-seed{seed}.train-state.pt"
+
+
 def _remove_if_empty(folder: Path) -> None:
     try:
         folder.rmdir()
@@ -274,7 +280,8 @@ class EvaluationFailed(Exception):
 
 #: the user attrs :func:`evaluate` writes about the training itself (not the command's links, such as a promoted
 #: trial's proxy trial): what a copy into another study carries over
-_TRAINING_ATTRS = ("kind", "structure_hash", "config", "budget", "budget_key", "seed", "macs", "params",
+_TRAINING_ATTRS = ("kind", "structure_hash", "config", "budget", "budget_key", "seed", "device", "precision",
+                   "macs", "params",
                    "train_images", "rungs", "images_trained", "train_seconds", "wall_seconds", "resumed_from_step",
                    "val_accuracy")
 
@@ -289,10 +296,10 @@ def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:
     reuses the promote's trainings of the winner and of the baseline."""
     fingerprint = study.user_attrs.get("data_fingerprint")
     out = []
-    for s in optuna.study.get_all_study_summaries(study._storage, include_best_trial=False):
+    for s in study._storage.get_all_studies():  # the studies' attrs only, not their trials
         if (fingerprint is None or s.study_name == study.study_name or s.user_attrs.get("kind") is None
                 or s.user_attrs.get("data_fingerprint") != fingerprint):
-            continue  # a search's study (kind None) holds no evaluations
+            continue  # a search's study (kind None) evaluates at its own fidelity, never at these budgets
         out.append(optuna.load_study(study_name=s.study_name, storage=study._storage))
     return out
 
@@ -300,12 +307,14 @@ def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:
 def copy_evaluation(study: optuna.Study, source: optuna.Study, done: optuna.trial.FrozenTrial, job: Job
                     ) -> optuna.trial.FrozenTrial:
     """Store ``done`` (a COMPLETE evaluation of ``source``) in ``study`` as
-    ``job``'s result, with ``copied_from`` naming where it was trained."""
+    ``job``'s result, with ``copied_from`` naming where it was trained (the
+    original, when ``done`` is itself a copy)."""
     attrs = {k: done.user_attrs[k] for k in _TRAINING_ATTRS if k in done.user_attrs}
-    attrs.update({"role": job.role, **(job.extra_attrs or {}),
-                  "copied_from": {"study": source.study_name, "trial": done.number}})
+    origin = done.user_attrs.get("copied_from") or {"study": source.study_name, "trial": done.number}
+    attrs.update({"role": job.role, **(job.extra_attrs or {}), "copied_from": origin})
     cost = float(attrs["macs"] if job.cost is None else job.cost)
     # its artifacts (a promoted training's checkpoint) live in the same storage's folder: shared, not copied
+    # (Optuna refuses to change a finished trial's artifacts, so neither trial can drop the file)
     shared = {k: v for k, v in source._storage.get_trial_system_attrs(done._trial_id).items()
               if k.startswith("artifacts:")}
     study.add_trial(optuna.trial.create_trial(
@@ -360,25 +369,35 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
     """Train every job not stored yet (an earlier run's results are
     reused, a training that failed before is not tried again), one progress
     line each. A job that one of ``sources`` (:func:`sibling_evaluations`)
-    completed at the same budget and seed is copied from there instead
-    (when ``copy_if(source, trial)``: e.g. only with a checkpoint). ``progress()`` makes each training's progress hook (the
+    completed at the same budget and seed is copied from there instead (and
+    only when ``copy_if(source, trial)``: e.g. with a checkpoint), unless it
+    records another precision or kind of device than this run's (a training
+    stored before evaluations recorded them is copied, and its line says so,
+    as a resumed study counts every seed stored at its budget whatever the
+    machine). ``progress()`` makes each training's progress hook (the
     CLI's bar or periodic lines). Returns ``{(structure hash, budget key,
     seed): trial}`` of the completed ones and ``(job, reason)`` per failed
     training."""
     done: dict[tuple[str, str, int], optuna.trial.FrozenTrial] = {}
     failed: list[tuple[Job, str]] = []
-    started, attempted = time.perf_counter(), 0
+    started, attempted, copied = time.perf_counter(), 0, 0
 
     def stored(job: Job) -> optuna.trial.FrozenTrial | None:
         return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
                                include_failed=True)
 
+    wanted = {(j.cfg.structure_hash(), (j.budget or budget).budget_key(), j.seed) for j in jobs}
     copyable: dict[tuple[str, str, int], tuple[optuna.Study, optuna.trial.FrozenTrial]] = {}
-    for source in sources:  # read once: (structure hash, budget key, seed) -> the first such training
-        for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for source in sources:  # read once: (structure hash, budget key, seed) -> a training there, originals first
+        for t in sorted(source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                        key=lambda t: "copied_from" in t.user_attrs):
             a = t.user_attrs
-            if a.get("kind") == EVALUATION and (copy_if is None or copy_if(source, t)):
-                copyable.setdefault((a.get("structure_hash"), a.get("budget_key"), a.get("seed")), (source, t))
+            key = (a.get("structure_hash"), a.get("budget_key"), a.get("seed"))
+            if (a.get("kind") == EVALUATION and key in wanted and key not in copyable
+                    and a.get("device", runtime.device.type) == runtime.device.type
+                    and a.get("precision", runtime.precision) == runtime.precision
+                    and (copy_if is None or copy_if(source, t))):
+                copyable[key] = (source, t)
 
     def elsewhere(job: Job) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
         return copyable.get((job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed))
@@ -389,9 +408,14 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
         trial = stored(job)
         if trial is None and (found := elsewhere(job)) is not None:
             source, original = found
+            _fail_lost(study, *key)  # this study's own killed attempt, and its half-done state, are not needed
+            if state_dir is not None:
+                state_file(state_dir, *key).unlink(missing_ok=True)
             trial = copy_evaluation(study, source, original, job)
+            copied += 1
+            how = original.user_attrs.get("precision", "precision not recorded")
             out(f"[{i}/{len(jobs)}] {job.label} seed {job.seed}: val {trial.values[0]:.4f} (trained at this budget "
-                f"by study {source.study_name!r}, trial {original.number}: copied, not trained again)")
+                f"by study {source.study_name!r}, trial {original.number}, {how}: copied, not trained again)")
         if trial is None:
             attempted += 1
             _fail_lost(study, job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
@@ -411,7 +435,7 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
             failed.append((job, f"{trial.user_attrs.get('fail_reason')} (trial {trial.number})"))
             continue
         done[key] = trial
-    if attempted == 0 and jobs:
+    if attempted == 0 and copied == 0 and jobs:
         out(f"every training was stored already ({len(jobs)} trainings)")
     return done, failed
 

@@ -296,7 +296,7 @@ def _candidate_of(summary: optuna.trial.FrozenTrial, proxy: optuna.Study) -> Can
 def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Promotion:
     """Train what is missing, write the summaries, compare every
     architecture the promoted study holds."""
-    from .dashboard import artifact_dir, artifact_store, check_artifact_dir, trial_artifacts
+    from .dashboard import artifact_dir, artifact_store, check_artifact_dir
     from .device import configure_threads, resolve_runtime
     from .report import cost_objective
     from .storage import load_study, storage_for_reading
@@ -344,7 +344,7 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     _, failures = run_jobs(study, jobs, budget, data, runtime, out, state_dir=folder.parent / "train-states",
                            on_trained=attach_checkpoint, progress=run.progress,
                            # a training copied from another study must bring its checkpoint (--test reads it)
-                           sources=sibling_evaluations(study), copy_if=lambda src, t: bool(trial_artifacts(src, t)))
+                           sources=sibling_evaluations(study), copy_if=lambda src, t: _has_checkpoint(src, t, store))
     failed = [f"{j.label} seed {j.seed}: {reason}" for j, reason in failures]
 
     # every seed stored at this budget counts (a later run with fewer --seeds does not drop any)
@@ -390,6 +390,23 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     return Promotion(proxy.study_name, study, budget, len(data.train_labels), len(data.val_labels),
                      sorted({s for r in rows for s in r.summary.user_attrs["seeds"]}), rows, sorted(front), baseline,
                      seed_std, tau, proxy_best, failed)
+
+
+def _has_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, store) -> bool:
+    """Whether ``trial`` has an artifact that this run's artifact folder can
+    open (a training copied from another study must bring its checkpoint:
+    ``--test`` reads it)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from .dashboard import trial_artifacts
+
+    for artifact_id in trial_artifacts(study, trial).values():
+        try:
+            with store.open_reader(artifact_id):
+                return True
+        except ArtifactNotFound:  # not in this folder (promoted with another --artifact-dir): train it here
+            return False
+    return False
 
 
 def _test_accuracies(rows: list[Promoted], study: optuna.Study, store, images, runtime) -> None:

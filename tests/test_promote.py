@@ -311,16 +311,31 @@ def test_a_training_stored_by_another_study_is_copied_not_trained_again(searched
     assert main([*ablate, "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert trainings.started == 0  # the full design and the baseline ("without s3" is the baseline here)
-    assert out.count("by study 'tiny:promoted'") == 4 and "copied, not trained again" in out
+    assert out.count("by study 'tiny:promoted'") == 4 and out.count("fp32: copied, not trained again") == 4
+    assert "every training was stored already" not in out
     promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
     ablation = optuna.load_study(study_name="ablate:design", storage=storage)
     for t in ablation.trials:
         source = promoted.trials[t.user_attrs["copied_from"]["trial"]]
         assert t.user_attrs["copied_from"]["study"] == "tiny:promoted"
-        for key in ("structure_hash", "budget_key", "seed"):
+        for key in ("structure_hash", "budget_key", "seed", "precision", "device"):
             assert t.user_attrs[key] == source.user_attrs[key]
         assert t.values == [source.values[0], source.user_attrs["macs"]] and t.user_attrs["role"] != "promoted"
         assert "proxy_trial" not in t.user_attrs  # the promote's link to its proxy is not the ablation's
+
+    # a copy of a copy names the original
+    assert main([*ablate, "--seeds", "1", "--study", "again"]) == 0
+    again = optuna.load_study(study_name="again", storage=storage)
+    assert {t.user_attrs["copied_from"]["study"] for t in again.trials} == {"tiny:promoted"}
+    capsys.readouterr()
+
+    # another precision is another experiment: trained, not copied
+    trainings.reset()
+    bf16 = [a if a != "fp32" else "bf16" for a in ablate]
+    assert main([*bf16, "--seeds", "1", "--study", "in-bf16"]) == 0
+    assert trainings.started == 2 and "copied" not in capsys.readouterr().out
+    assert {t.user_attrs["precision"] for t in optuna.load_study(study_name="in-bf16", storage=storage).trials} == {
+        "bf16"}
 
     # a third seed: the ablation trains it for both; a promote then trains its own (no checkpoint to copy)
     trainings.reset()
