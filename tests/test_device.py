@@ -80,3 +80,43 @@ def test_configure_threads_divides_cores_among_workers(monkeypatch):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+class _FakeLibc:
+    def __init__(self, answer: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.answer = answer
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.answer
+
+
+def test_allocator_keeps_freed_memory(monkeypatch):
+    for key in [k for k in device.os.environ if k.startswith(("MALLOC_", "GLIBC_TUNABLES")) or k == "LD_PRELOAD"]:
+        monkeypatch.delenv(key)
+    libc = _FakeLibc()
+    assert device.configure_allocator(libc)
+    # mmap threshold, trim threshold, top pad: none left at glibc's default
+    assert dict(libc.calls) == {-3: 256 << 20, -1: 1 << 30, -2: 64 << 20}
+    with pytest.raises(device.NasError, match="mallopt"):
+        device.configure_allocator(_FakeLibc(answer=0))
+
+
+@pytest.mark.parametrize("env", [("LD_PRELOAD", "/usr/lib/libjemalloc.so.2"), ("MALLOC_ARENA_MAX", "2"),
+                                 ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")])
+def test_allocator_left_alone_when_the_user_chose_one(monkeypatch, env):
+    monkeypatch.setenv(*env)
+    libc = _FakeLibc()
+    assert not device.configure_allocator(libc)
+    assert libc.calls == []
+
+
+def test_allocator_is_configured_for_real_on_linux_glibc(monkeypatch):
+    import platform
+    import sys
+
+    for key in [k for k in device.os.environ if k.startswith(("MALLOC_", "GLIBC_TUNABLES")) or k == "LD_PRELOAD"]:
+        monkeypatch.delenv(key)
+    expected = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert device.configure_allocator() is expected

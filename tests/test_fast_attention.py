@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from nas import device
 from nas.attention import create_attention
 from nas.attention._conv import conv_settings, formulations
-from nas.attention._pool import global_avg_pool
+from nas.attention._pool import _CHANNEL_MAX, _SPATIAL_MAX, channel_max_mean, global_avg_pool, global_max_pool
 from nas.errors import NasError
 
 
@@ -58,7 +58,17 @@ def _reference_danet(m, x):
     return (m.gamma * pos + m.beta * chan).view(n, c, h, w) + x
 
 
-REFERENCES = {"sk": _reference_sk, "psa": _reference_psa, "sa": _reference_sa, "danet": _reference_danet}
+def _reference_cbam(m, x):
+    def mlp(z):
+        return m.fc2(F.relu(m.fc1(z)))
+
+    x = x * (mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True))).sigmoid()
+    maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
+    return x * m.spatial_bn(m.spatial(maps)).sigmoid()
+
+
+REFERENCES = {"sk": _reference_sk, "psa": _reference_psa, "sa": _reference_sa, "danet": _reference_danet,
+              "cbam": _reference_cbam}
 
 # (name, channels, out_channels, stride, hyper-parameters): the shapes the
 # spaces produce, with grouped, depthwise and dilated branch convs
@@ -71,6 +81,8 @@ CASES = [
     ("psa", 16, 32, 2, dict(groups=[1, 4, 8, 8], r=4)),
     ("sa", 32, None, 1, dict(groups=4)),
     ("danet", 16, None, 1, {}),
+    ("cbam", 16, None, 1, dict(r=4)),
+    ("cbam", 32, None, 1, dict(r=8, spatial_kernel=3)),
 ]
 
 
@@ -284,3 +296,59 @@ def test_evaluation_reuses_emsa_attention_choice_at_another_batch(monkeypatch):
     with torch.no_grad():
         m(torch.randn(32, 16, 8, 8))
     assert len(timings) == trained
+
+
+@pytest.mark.parametrize("formulation", sorted(_SPATIAL_MAX))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_global_max_pool_is_amax_with_its_gradient(formulation, dtype):
+    """Every forward the tuner may pick is amax; the gradient is autograd's
+    for amax, ties (a map of zeros after a ReLU) split evenly, bit for bit."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 6, 6).to(dtype)
+    x[0, 3] = 0.0  # a whole map tied
+    x[1, 5, 2, 2] = x[1, 5, 4, 1] = x[1, 5].max() + 1  # two tied maxima
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, 16, 1, 1).to(dtype)
+    device.pin_kernel(device.kernel_key("global_max_pool", (x,)), formulation, False)
+    a, b = x.detach().requires_grad_(), x.detach().requires_grad_()
+    want = a.amax((2, 3), keepdim=True)
+    got = global_max_pool(b)
+    want.backward(grad)
+    got.backward(grad)
+    assert device.kernel_choices()[device.kernel_key("global_max_pool", (x,))] == (formulation, False)
+    assert torch.equal(got, want) and got.dtype == dtype
+    assert torch.equal(b.grad, a.grad)
+    assert b.grad[0, 3].eq(grad[0, 3, 0, 0] / 36).all() and b.grad[1, 5, 2, 2] == grad[1, 5, 0, 0] / 2
+    assert b.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("formulation", sorted(_CHANNEL_MAX))
+@pytest.mark.parametrize("channels", [16, 6])  # 6: the halving tree meets an odd count
+def test_channel_max_mean_is_cat_of_amax_and_mean(formulation, channels):
+    torch.manual_seed(0)
+    x = torch.randn(2, channels, 5, 5)
+    x[0, :, 1, 1] = 0.0  # every channel tied at one position
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+    device.pin_kernel(device.kernel_key("channel_max", (x,)), formulation, False)
+    a, b = x.detach().requires_grad_(), x.detach().requires_grad_()
+    want = torch.cat([a.amax(1, keepdim=True), a.mean(1, keepdim=True)], 1)
+    got = channel_max_mean(b)
+    want.backward(grad)
+    got.backward(grad)
+    assert torch.equal(got, want)
+    assert torch.allclose(b.grad, a.grad, rtol=0, atol=1e-7)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert b.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_max_pools_stay_in_bf16_under_autocast():
+    """A max is exact in any dtype: never timed in fp32 (an fp32 gate would
+    promote the bf16 feature map it multiplies)."""
+    x = torch.randn(4, 16, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.nn.functional.conv2d(x, torch.randn(16, 16, 1, 1))
+        assert global_max_pool(y).dtype == torch.bfloat16
+        assert channel_max_mean(y).dtype == torch.bfloat16
+    assert all(not fp32 for key, (_, fp32) in device.kernel_choices().items()
+               if key[0] in ("global_max_pool", "channel_max"))

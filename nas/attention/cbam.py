@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_choice, check_int
-from ._pool import global_avg_pool
+from ._pool import channel_max_mean, global_avg_pool, global_max_pool
 
 
 class CBAM(nn.Module):
@@ -35,10 +35,14 @@ class CBAM(nn.Module):
         self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
         self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
 
-    def _mlp(self, z: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(z)))
-
     def forward(self, x: Tensor) -> Tensor:
-        x = x * (self._mlp(global_avg_pool(x)) + self._mlp(x.amax((2, 3), keepdim=True))).sigmoid()
-        maps = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
-        return x * self.spatial_bn(self.spatial(maps)).sigmoid()
+        n, c = x.shape[:2]
+        # both descriptors through the shared MLP in one pass: the 1x1 convs
+        # as matrix products on n x C rows (oneDNN's conv on 1x1 maps costs
+        # ~3x a linear layer here); the weights stay conv-shaped, so the
+        # official checkpoints load unchanged
+        pooled = torch.cat([global_avg_pool(x).view(n, c), global_max_pool(x).view(n, c)])
+        hidden = F.relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
+        avg, top = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias).view(2, n, c, 1, 1)
+        x = x * (avg + top).sigmoid()
+        return x * self.spatial_bn(self.spatial(channel_max_mean(x))).sigmoid()
