@@ -182,8 +182,16 @@ def configure_allocator(libc=None) -> bool:
     """Have glibc's malloc keep freed memory for reuse instead of returning
     it to the kernel (see above). Only on Linux with glibc, and not where the
     user has chosen the allocator (``LD_PRELOAD`` or a ``MALLOC_*``
-    tunable in the environment). Returns True when the settings were made."""
+    tunable in the environment) or set ``NAS_MALLOC=system`` (glibc as it
+    comes: for comparison, or to give memory back between steps). Returns
+    True when the settings were made."""
     import platform
+
+    choice = os.environ.get("NAS_MALLOC", "keep")
+    if choice not in ("keep", "system"):
+        raise NasError(f"NAS_MALLOC: {choice!r} is not one of keep, system")
+    if choice == "system":
+        return False
 
     if libc is None:
         if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":

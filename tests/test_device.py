@@ -101,9 +101,12 @@ def test_allocator_keeps_freed_memory(monkeypatch):
     assert dict(libc.calls) == {-3: 256 << 20, -1: 1 << 30, -2: 64 << 20}
     with pytest.raises(device.NasError, match="mallopt"):
         device.configure_allocator(_FakeLibc(answer=0))
+    monkeypatch.setenv("NAS_MALLOC", "always")
+    with pytest.raises(device.NasError, match="NAS_MALLOC: 'always' is not one of keep, system"):
+        device.configure_allocator(_FakeLibc())
 
 
-@pytest.mark.parametrize("env", [("LD_PRELOAD", "/usr/lib/libjemalloc.so.2"), ("MALLOC_ARENA_MAX", "2"),
+@pytest.mark.parametrize("env", [("LD_PRELOAD", "/usr/lib/libjemalloc.so.2"), ("MALLOC_ARENA_MAX", "2"), ("NAS_MALLOC", "system"),
                                  ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")])
 def test_allocator_left_alone_when_the_user_chose_one(monkeypatch, env):
     monkeypatch.setenv(*env)
