@@ -34,6 +34,7 @@ _FREE = {
     _aten.chunk, _aten.slice, _aten.select, _aten.cat, _aten.stack, _aten.clone, _aten.detach,
     _aten._to_copy, _aten.copy_, _aten.empty_like, _aten.zeros_like, _aten.alias, _aten.unbind,
     _aten.as_strided, _aten.contiguous, _aten.new_empty, _aten.fill_, _aten.zero_, _aten.lift_fresh, _aten.flip,
+    _aten.empty, _aten.empty_strided,
 }
 # ops already counted as MACs by FlopCounterMode
 _MAC_OPS = {
