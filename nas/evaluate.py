@@ -382,11 +382,13 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
     failed: list[tuple[Job, str]] = []
     started, attempted, copied = time.perf_counter(), 0, 0
 
-    def stored(job: Job) -> optuna.trial.FrozenTrial | None:
-        return find_evaluation(study, job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed,
-                               include_failed=True)
+    def key_of(job: Job) -> tuple[str, str, int]:
+        return job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed
 
-    wanted = {(j.cfg.structure_hash(), (j.budget or budget).budget_key(), j.seed) for j in jobs}
+    def stored(job: Job) -> optuna.trial.FrozenTrial | None:
+        return find_evaluation(study, *key_of(job), include_failed=True)
+
+    wanted = {key_of(j) for j in jobs}
     copyable: dict[tuple[str, str, int], tuple[optuna.Study, optuna.trial.FrozenTrial]] = {}
     for source in sources:  # read once: (structure hash, budget key, seed) -> a training there, originals first
         for t in sorted(source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
@@ -400,16 +402,16 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
                 copyable[key] = (source, t)
 
     def elsewhere(job: Job) -> tuple[optuna.Study, optuna.trial.FrozenTrial] | None:
-        return copyable.get((job.cfg.structure_hash(), (job.budget or budget).budget_key(), job.seed))
+        return copyable.get(key_of(job))
 
     for i, job in enumerate(jobs, 1):
-        job_budget = job.budget or budget
-        key = (job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
+        key = key_of(job)
         trial = stored(job)
+        if trial is None:
+            _fail_lost(study, *key)  # a killed attempt of this study's own: trained again or copied below
         if trial is None and (found := elsewhere(job)) is not None:
             source, original = found
-            _fail_lost(study, *key)  # this study's own killed attempt, and its half-done state, are not needed
-            if state_dir is not None:
+            if state_dir is not None:  # the killed attempt's half-done state is not needed either
                 state_file(state_dir, *key).unlink(missing_ok=True)
             trial = copy_evaluation(study, source, original, job)
             copied += 1
@@ -418,10 +420,9 @@ def run_jobs(study: optuna.Study, jobs: list[Job], budget, data: TrainingData | 
                 f"by study {source.study_name!r}, trial {original.number}, {how}: copied, not trained again)")
         if trial is None:
             attempted += 1
-            _fail_lost(study, job.cfg.structure_hash(), job_budget.budget_key(), job.seed)
             try:
-                trial = evaluate(study, job.cfg, job_budget, job.seed, job.data or data, runtime, role=job.role,
-                                 extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained,
+                trial = evaluate(study, job.cfg, job.budget or budget, job.seed, job.data or data, runtime,
+                                 role=job.role, extra_attrs=job.extra_attrs, state_dir=state_dir, on_trained=on_trained,
                                  cost=job.cost, progress=progress() if progress is not None else None)
             except EvaluationFailed as exc:
                 failed.append((job, str(exc)))
