@@ -112,6 +112,8 @@ class Calibration:
     recommendation: tuple[Row, int] | None
     target: float
     failed: list[str] = field(default_factory=list)
+    #: what the analysis left out and why (a budget or rung not measured by every training)
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the sample
@@ -342,33 +344,54 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
     if ref_entry is None or len(ref_entry["cells"]) < complete:
         have = 0 if ref_entry is None else len(ref_entry["cells"])
         raise NasError(f"the reference has {have} of {complete} trainings; run calibrate again to finish them")
-    ref_epochs = _rung_epochs(ref_entry["cells"])
+    ref_epochs, _ = _rung_epochs(ref_entry["cells"])
+    if not ref_epochs:
+        raise NasError("the reference's trainings end at different epochs; they are not one budget")
     ref_means = list(_matrix(ref_entry["cells"], len(architectures), len(seeds), ref_epochs[-1]).mean(axis=1))
 
     rows: list[Row] = []
+    notes: list[str] = []
     for entry in sorted(by_budget.values(), key=_budget_cost):
-        epochs_measured = _rung_epochs(entry["cells"])
-        if len(entry["cells"]) < complete or not epochs_measured:
+        if len(entry["cells"]) < complete:
             continue  # another sample's budget, or one not finished
         budget = _parse_fidelity(entry["budget"])
         n = entry["train_images"]
+        epochs_measured, partial = _rung_epochs(entry["cells"])
+        for epochs, count in partial:
+            notes.append(f"{_size(n)} x {budget.epochs:g} ep: its rung at {_nominal(epochs, budget):g} epochs was recorded by {count} "
+                         f"of {complete} trainings (a training resumed before rungs survived a resume): row left out")
+        if not epochs_measured:
+            notes.append(f"{_size(n)} x {budget.epochs:g} ep: its trainings end at different epochs: left out")
+            continue
         for epochs in epochs_measured:  # the rungs the trainer measured (rungs closer than a step merge)
             last = epochs == epochs_measured[-1]
-            name = f"{_size(n)} x {epochs:g} ep" + ("" if last else f" (rung of {budget.epochs:g})")
+            name = f"{_size(n)} x {_nominal(epochs, budget):g} ep" + ("" if last else f" (rung of {budget.epochs:g})")
             rows.append(make_row(name, "budget" if last else "rung", images_at(epochs, n, budget.batch_size),
                                  _matrix(entry["cells"], len(architectures), len(seeds), epochs), ref_means,
                                  budget if last else None))
     scores = _zero_cost(architectures, seeds, data, runtime)
     for name in SCORES:
         rows.append(make_row(name, "score", 0, scores[name], ref_means, accuracy_units=False))
-    return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target)
+    return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target,
+                       notes=notes)
 
 
-def _rung_epochs(cells: dict) -> list[float]:
+def _rung_epochs(cells: dict) -> tuple[list[float], list[tuple[float, int]]]:
     """The epochs at which every training of a budget measured accuracy
-    (empty when they disagree)."""
-    measured = {tuple(e for e, _ in rungs) for rungs in cells.values()}
-    return list(measured.pop()) if len(measured) == 1 else []
+    (empty when they do not all end at the same epoch), and (epochs, how
+    many measured it) for a rung that only some of them recorded."""
+    measured = [[e for e, _ in rungs] for rungs in cells.values()]
+    if not measured or any(not m for m in measured) or len({m[-1] for m in measured}) != 1:
+        return [], []
+    common = sorted(set.intersection(*(set(m) for m in measured)))
+    partial = sorted({e for m in measured for e in m} - set(common))
+    return common, [(e, sum(e in m for m in measured)) for e in partial]
+
+
+def _nominal(epochs: float, budget: Fidelity) -> float:
+    """The space's rung that a measured epoch count stands for (the trainer
+    stops on whole batches: a rung of 1 epoch is measured at 1.0112)."""
+    return min(budget.rungs, key=lambda r: abs(r - epochs))
 
 
 def _matrix(cells: dict, n_arch: int, n_seeds: int, epochs: float) -> np.ndarray:
@@ -424,6 +447,8 @@ def format_calibration(result: Calibration) -> str:
                      f"{row.images * k:,} images per front candidate)")
     for failure in result.failed:
         lines.append(f"failed: {failure}")
+    for note in result.notes:
+        lines.append(f"note: {note}")
     return "\n".join(lines)
 
 

@@ -251,6 +251,9 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
     if state is not None:
         state.unlink(missing_ok=True)  # the result is about to be stored: nothing left to resume
         _remove_if_empty(state.parent)
+    # every rung, also those measured before a resume (the callback above
+    # only hears the rungs trained in this process)
+    trial.set_user_attr("rungs", [[e, a] for e, a in result.rung_accuracies])
     trial.set_user_attr("images_trained", result.images_seen)
     trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
     # training and validation, summed over the runs a resumed training took

@@ -220,3 +220,17 @@ def test_bad_calibrate_input_is_one_line(extra, message, tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "x.db").exists()  # refused before anything was written
+
+
+def test_a_rung_missing_from_one_training_drops_that_row_only():
+    """A budget whose trainings agree on their last epoch keeps its row even
+    when one of them lacks an earlier rung (stored by a resumed training
+    before rungs survived a resume); that rung is reported, not guessed."""
+    from nas.calibrate import _rung_epochs
+
+    full = [[1.0112, 0.36], [3.008, 0.52]]
+    cells = {(0, 0): full, (0, 1): full, (1, 0): [[3.008, 0.54]], (1, 1): full}
+    assert _rung_epochs(cells) == ([3.008], [(1.0112, 3)])
+    assert _rung_epochs({(0, 0): full, (0, 1): full}) == ([1.0112, 3.008], [])
+    # trainings ending at different epochs are not one budget
+    assert _rung_epochs({(0, 0): full, (0, 1): [[1.0112, 0.36]]}) == ([], [])

@@ -3,6 +3,8 @@ trained and stored, the link back to the proxy, resuming, export of the
 promoted study, --test, and one-line errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -235,7 +237,8 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
                         "f" * 64)
     # batch 256: an epoch is 10 full batches (the remainder dropped), the budget ceil(2 x 2600 / 256) = 21
     # steps; a state at each new epoch (steps 10 and 20); killed at step 21, it resumes at step 20
-    budget = full_budget(epochs=2)
+    # with a rung after the first epoch, measured before the kill
+    budget = dataclasses.replace(full_budget(epochs=2), rungs=[1.0, 2.0])
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
     study = optuna.create_study(directions=["maximize", "minimize"])
     real_train = nas.evaluate.train
@@ -255,6 +258,13 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
     trial = evaluate(study, cfg, budget, 0, data, runtime, state_dir=tmp_path)
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["resumed_from_step"] == 20
     assert trial.user_attrs["images_trained"] == 21 * 256
+    # the rung measured before the kill is stored with the one after the resume (the analysis of a
+    # calibration needs every rung of every training)
+    killed = next(t for t in study.trials if t.state == TrialState.FAIL)
+    first_rung = killed.user_attrs["rungs"]
+    assert len(first_rung) == 1 and first_rung[0][0] == pytest.approx(1.0, abs=0.1)
+    rungs = trial.user_attrs["rungs"]
+    assert len(rungs) == 2 and rungs[0] == first_rung[0] and rungs[1][0] == pytest.approx(2.0, abs=0.1)
     assert list(tmp_path.glob("*.train-state.pt")) == []  # removed once the result is stored
 
 
