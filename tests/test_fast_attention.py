@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from nas import device
 from nas.attention import create_attention
 from nas.attention._conv import conv_settings, formulations
-from nas.attention._pool import _CHANNEL_MAX, _SPATIAL_MAX, channel_max_mean, global_avg_pool, global_max_pool
+from nas.attention._broadcast import _TIMES_MAP, times_map
+from nas.attention._pool import (_CHANNEL_MAX, _SPATIAL_MAX, _masked, _selected, channel_max_mean, global_avg_pool,
+                                global_max_pool)
 from nas.errors import NasError
 
 
@@ -352,3 +354,75 @@ def test_max_pools_stay_in_bf16_under_autocast():
         assert channel_max_mean(y).dtype == torch.bfloat16
     assert all(not fp32 for key, (_, fp32) in device.kernel_choices().items()
                if key[0] in ("global_max_pool", "channel_max"))
+
+
+@pytest.mark.parametrize("formulation", [_masked, _selected], ids=["masked", "selected"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_every_amax_gradient_formulation_is_autograds(formulation, dtype, layout):
+    """Both backward formulations the tuner chooses between give autograd's
+    gradient of amax (ties share it evenly), over the map and over the
+    channels (with a mean's gradient added, as channel_max_mean needs), bit
+    for bit, in the input's layout."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 5, 5).to(dtype)
+    x[0, 2] = 0.0  # a whole map tied
+    x[1, :, 3, 3] = 0.0  # every channel tied at one position
+    x = x.contiguous(memory_format=fmt)
+    for dims, out_shape, with_mean in (((2, 3), (3, 8, 1, 1), False), (1, (3, 1, 5, 5), True)):
+        a = x.detach().requires_grad_()
+        top = a.amax(dims, keepdim=True)
+        grad = torch.randn(out_shape).to(dtype).contiguous(memory_format=fmt)
+        mean_grad = torch.randn(out_shape).to(dtype).contiguous(memory_format=fmt) if with_mean else None
+        want = torch.autograd.grad(top, a, grad)[0]
+        if with_mean:
+            want = want + (mean_grad / x.shape[1])
+        got = formulation(dims, x, top.detach(), grad, None if mean_grad is None else mean_grad / x.shape[1])
+        assert got.dtype == dtype and torch.equal(got, want), dims
+        assert got.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("formulation", sorted(_TIMES_MAP))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_times_map_formulation_is_the_broadcast_product(formulation, dtype):
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 5, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    m = torch.randn(3, 1, 5, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, 8, 5, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    a, am = x.detach().requires_grad_(), m.detach().requires_grad_()
+    b, bm = x.detach().requires_grad_(), m.detach().requires_grad_()
+    want = a * am
+    got = _TIMES_MAP[formulation](b, bm)
+    want.backward(grad)
+    got.backward(grad)
+    assert torch.equal(got, want) and torch.equal(b.grad, a.grad)
+    # the map's gradient sums over channels: the same sum, perhaps in another order
+    assert torch.allclose(bm.grad.float(), am.grad.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last) and b.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cbam_output_keeps_the_autocast_dtype():
+    """CBAM's spatial conv may run in fp32 (measured choice); its gate goes
+    back to the feature map's dtype, so the module hands bf16 on."""
+    m = create_attention("cbam", 16, r=4).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    maps = torch.empty(4, 2, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        key = device.kernel_key("conv2d", (maps, m.spatial.weight), conv_settings(m.spatial))
+        device.pin_kernel(key, "plain", True)  # the spatial conv in fp32
+        y = m(torch.nn.functional.conv2d(x, torch.randn(16, 16, 1, 1)))
+    assert device.kernel_choices()[key] == ("plain", True)
+    assert y.dtype == torch.bfloat16
+    assert times_map(x, x[:, :1]).dtype == torch.float32
+
+
+def test_sa_output_keeps_the_autocast_dtype():
+    """SA's gates are fp32 under autocast (fp32 parameters, GroupNorm on
+    autocast's fp32 list); the products, and so the module's output, stay
+    in the feature map's dtype."""
+    m = create_attention("sa", 32, groups=4).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(torch.nn.functional.conv2d(x, torch.randn(32, 32, 1, 1)))
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)

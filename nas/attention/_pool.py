@@ -13,6 +13,8 @@ backward writes the broadcast gradient out in ``x``'s own memory layout.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -78,11 +80,37 @@ _SPATIAL_MAX = {"amax": lambda x: x.amax((2, 3), keepdim=True),
 _CHANNEL_MAX = {"amax": lambda x: x.amax(1, keepdim=True), "halving": _halving_max}
 
 
-def _split_evenly(x: Tensor, result: Tensor, grad: Tensor, dims) -> Tensor:
-    """Autograd's gradient of ``x.amax(dims, keepdim=True)``: ``grad`` shared
-    evenly by the positions equal to the max."""
+def _full(t: Tensor, like: Tensor) -> Tensor:
+    return t.expand_as(like).contiguous(memory_format=_layout(like))
+
+
+def _masked(dims, x: Tensor, result: Tensor, grad: Tensor, also: Tensor | None = None) -> Tensor:
     mask = (x == result).to(grad.dtype)  # elementwise on x: in x's layout
-    return mask.mul_(grad / mask.sum(dims, keepdim=True))
+    mask.mul_(grad / mask.sum(dims, keepdim=True))
+    return mask if also is None else mask.add_(also)
+
+
+def _selected(dims, x: Tensor, result: Tensor, grad: Tensor, also: Tensor | None = None) -> Tensor:
+    ties = x == _full(result, x)
+    share = grad / ties.sum(dims, keepdim=True)
+    if also is None:
+        return torch.where(ties, _full(share, x), torch.zeros((), dtype=grad.dtype, device=grad.device))
+    return torch.where(ties, _full(share + also, x), _full(also, x))
+
+
+def _split_evenly(x: Tensor, result: Tensor, grad: Tensor, dims, also: Tensor | None = None) -> Tensor:
+    """Autograd's gradient of ``x.amax(dims, keepdim=True)``: ``grad`` shared
+    evenly by the positions equal to the max, plus ``also`` (a gradient for
+    every position, broadcast; e.g. a mean's). Two formulations, chosen by
+    measurement: the mask in the gradient's dtype, scaled and added to
+    (fastest in fp32), or one select between the broadcast values written
+    out to full size (bf16's kernels that broadcast along a channels_last
+    map's innermost dim are several times slower: 3.3 against 5.8 ms at
+    128 x 16 x 32 x 32 on an AVX-512 BF16 EPYC, 3.5 against 1.5 ms in fp32).
+    Both give every position the same sum."""
+    tensors = (x, result, grad) if also is None else (x, result, grad, also)
+    fns = {"masked": partial(_masked, dims), "selected": partial(_selected, dims)}
+    return run_fastest("amax_grad", fns, tensors, settings=(dims,), batched=len(tensors), try_fp32=False)
 
 
 class _GlobalMaxPool(torch.autograd.Function):
@@ -117,7 +145,7 @@ class _ChannelMaxMean(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         x, top = ctx.saved_tensors
-        return _split_evenly(x, top, grad[:, :1], 1).add_(grad[:, 1:] / x.shape[1])
+        return _split_evenly(x, top, grad[:, :1], 1, also=grad[:, 1:] / x.shape[1])
 
 
 def channel_max_mean(x: Tensor) -> Tensor:

@@ -39,8 +39,14 @@ class ShuffleAttention(nn.Module):
         n, c, h, w = x.shape
         grouped = contiguous_keeping_grad_layout(x).view(n * self.groups, c // self.groups, h, w)
         xc, xs = grouped.chunk(2, dim=1)
-        xc = xc * (self.channel_weight * global_avg_pool(xc) + self.channel_bias).sigmoid()
-        xs = xs * (self.spatial_weight * self.norm(xs) + self.spatial_bias).sigmoid()
+        # the gates are computed in fp32 under autocast (fp32 parameters,
+        # GroupNorm on autocast's fp32 list) and go back to the feature
+        # map's dtype before the products: an fp32 product would hand the
+        # rest of a bf16 network an fp32 tensor (measured on an AVX-512 BF16
+        # EPYC: the whole SA resnet20 ran its residual adds, BNs and their
+        # backward in fp32)
+        xc = xc * (self.channel_weight * global_avg_pool(xc) + self.channel_bias).sigmoid().to(xc.dtype)
+        xs = xs * (self.spatial_weight * self.norm(xs) + self.spatial_bias).sigmoid().to(xs.dtype)
         out = torch.cat([xc, xs], dim=1).view(n, 2, c // 2, h, w)
         # channel shuffle with 2 groups (channel 2i + a <- a C/2 + i), written
         # once, straight into the input's memory layout: a channels_last net
