@@ -114,6 +114,9 @@ class Calibration:
     failed: list[str] = field(default_factory=list)
     #: what the analysis left out and why (a budget or rung not measured by every training)
     notes: list[str] = field(default_factory=list)
+    reference_seed_std: float | None = None
+    #: Kendall tau between the reference's own seeds (:func:`self_agreement`)
+    reference_self_tau: float | None = None
 
 
 # --------------------------------------------------------------------------- the sample
@@ -202,6 +205,20 @@ def seeds_taus(per_seed: np.ndarray, reference: list[float]) -> list[float]:
                   for c in itertools.combinations(range(s), k)]
         taus.append(float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else math.nan)
     return taus
+
+
+def self_agreement(per_seed: np.ndarray) -> float | None:
+    """Kendall tau between the rankings two seeds of the same budget give,
+    averaged over every pair of seed columns (None with one seed). For the
+    reference this is how far its own order is from seed noise: with ranked
+    differences of the order of its seed std it is well below 1, and no
+    fidelity can be expected to agree with the reference's mean much more
+    closely than the reference's seeds agree with each other."""
+    pairs = list(itertools.combinations(range(per_seed.shape[1]), 2))
+    if not pairs:
+        return None
+    values = [rank_agreement(list(per_seed[:, i]), list(per_seed[:, j]))[0] for i, j in pairs]
+    return None if all(math.isnan(v) for v in values) else float(np.nanmean(values))
 
 
 def pooled_std(per_seed: np.ndarray) -> float | None:
@@ -347,7 +364,8 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
     ref_epochs, _ = _rung_epochs(ref_entry["cells"])
     if not ref_epochs:
         raise NasError("the reference's trainings end at different epochs; they are not one budget")
-    ref_means = list(_matrix(ref_entry["cells"], len(architectures), len(seeds), ref_epochs[-1]).mean(axis=1))
+    ref_per_seed = _matrix(ref_entry["cells"], len(architectures), len(seeds), ref_epochs[-1])
+    ref_means = list(ref_per_seed.mean(axis=1))
 
     rows: list[Row] = []
     notes: list[str] = []
@@ -373,7 +391,8 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
     for name in SCORES:
         rows.append(make_row(name, "score", 0, scores[name], ref_means, accuracy_units=False))
     return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target,
-                       notes=notes)
+                       notes=notes, reference_seed_std=pooled_std(ref_per_seed),
+                       reference_self_tau=self_agreement(ref_per_seed))
 
 
 def _rung_epochs(cells: dict) -> tuple[list[float], list[tuple[float, int]]]:
@@ -431,7 +450,13 @@ def format_calibration(result: Calibration) -> str:
     head = (f"{'fidelity / score':<26} {'images/seed':>11} {'seed std':>8} {'tau 1 seed':>10} "
             f"{f'tau {s} seeds':>11} {f'{INTERVAL:.0%} interval':>15} {'rho':>6}  ref best in top 3")
     lines = [f"reference: {result.reference.subset or 'all'} images x {result.reference.epochs:g} epochs, mean of "
-             f"{s} seed(s); reference accuracies " + ", ".join(f"{m:.4f}" for m in result.reference_means), head]
+             f"{s} seed(s); reference accuracies " + ", ".join(f"{m:.4f}" for m in result.reference_means)]
+    if result.reference_self_tau is not None:
+        lines.append(f"the reference against itself: seed std {result.reference_seed_std:.4f}, tau between its "
+                     f"seeds {result.reference_self_tau:+.3f} (a second reference training orders the architectures "
+                     f"that much like the first; a fidelity's tau against the reference is limited by the same "
+                     f"noise)")
+    lines.append(head)
     for row in result.rows:
         lo, hi = row.tau_interval
         interval = "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
@@ -441,6 +466,11 @@ def format_calibration(result: Calibration) -> str:
     if result.recommendation is None:
         lines.append(f"recommendation: no fidelity measured here reaches tau >= {result.target:g} with up to {s} "
                      f"seed(s); try a longer one (--epochs, --subset) or more seeds")
+        budgets = [row for row in result.rows if row.kind == "budget" and not math.isnan(row.tau)]
+        if budgets:
+            best = max(budgets, key=lambda row: (row.tau, -row.images))
+            lines.append(f"closest: {best.name} (tau {best.tau:+.3f} with {s} seed(s), {best.images:,} images per "
+                         f"seed)")
     else:
         row, k = result.recommendation
         lines.append(f"recommendation: {row.name} with repeats {k} (tau {row.taus[k - 1]:+.3f} >= {result.target:g}; "

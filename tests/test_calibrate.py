@@ -234,3 +234,13 @@ def test_a_rung_missing_from_one_training_drops_that_row_only():
     assert _rung_epochs({(0, 0): full, (0, 1): full}) == ([1.0112, 3.008], [])
     # trainings ending at different epochs are not one budget
     assert _rung_epochs({(0, 0): full, (0, 1): [[1.0112, 0.36]]}) == ([], [])
+
+
+def test_reference_self_agreement_is_tau_between_its_seeds():
+    from nas.calibrate import self_agreement
+
+    # seed columns [1, 2, 3] and [1, 3, 2]: 2 concordant pairs, 1 discordant -> tau 1/3
+    assert self_agreement(np.array([[1.0, 1.0], [2.0, 3.0], [3.0, 2.0]])) == pytest.approx(1 / 3)
+    # three seeds: the mean over the pairs (1, 2) -> 1/3, (1, 3) -> 1, (2, 3) -> 1/3
+    assert self_agreement(np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 2.0], [3.0, 2.0, 3.0]])) == pytest.approx(5 / 9)
+    assert self_agreement(np.array([[1.0], [2.0]])) is None
