@@ -12,19 +12,14 @@ chooses per shape and dtype; both compute the same products.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..device import run_fastest
-
-
-def _layout(x: Tensor) -> torch.memory_format:
-    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
+from ._pool import written_out
 
 
 def _materialized(x: Tensor, m: Tensor) -> Tensor:
-    return x * m.expand_as(x).contiguous(memory_format=_layout(x))
+    return x * written_out(m, x)
 
 
 _TIMES_MAP = {"broadcast": lambda x, m: x * m, "materialized": _materialized}

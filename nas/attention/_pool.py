@@ -80,7 +80,9 @@ _SPATIAL_MAX = {"amax": lambda x: x.amax((2, 3), keepdim=True),
 _CHANNEL_MAX = {"amax": lambda x: x.amax(1, keepdim=True), "halving": _halving_max}
 
 
-def _full(t: Tensor, like: Tensor) -> Tensor:
+def written_out(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` broadcast to ``like``'s shape and copied out in its layout, so
+    that the op that reads it broadcasts nothing (see ``_broadcast.py``)."""
     return t.expand_as(like).contiguous(memory_format=_layout(like))
 
 
@@ -91,11 +93,11 @@ def _masked(dims, x: Tensor, result: Tensor, grad: Tensor, also: Tensor | None =
 
 
 def _selected(dims, x: Tensor, result: Tensor, grad: Tensor, also: Tensor | None = None) -> Tensor:
-    ties = x == _full(result, x)
+    ties = x == written_out(result, x)
     share = grad / ties.sum(dims, keepdim=True)
     if also is None:
-        return torch.where(ties, _full(share, x), torch.zeros((), dtype=grad.dtype, device=grad.device))
-    return torch.where(ties, _full(share + also, x), _full(also, x))
+        return torch.where(ties, written_out(share, x), torch.zeros((), dtype=grad.dtype, device=grad.device))
+    return torch.where(ties, written_out(share + also, x), written_out(also, x))
 
 
 def _split_evenly(x: Tensor, result: Tensor, grad: Tensor, dims, also: Tensor | None = None) -> Tensor:
