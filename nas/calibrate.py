@@ -211,9 +211,8 @@ def self_agreement(per_seed: np.ndarray) -> float | None:
     """Kendall tau between the rankings two seeds of the same budget give,
     averaged over every pair of seed columns (None with one seed). For the
     reference this is how far its own order is from seed noise: with ranked
-    differences of the order of its seed std it is well below 1, and no
-    fidelity can be expected to agree with the reference's mean much more
-    closely than the reference's seeds agree with each other."""
+    differences of the order of its seed std it is well below 1, and the
+    same noise limits how well any fidelity can agree with the reference."""
     pairs = list(itertools.combinations(range(per_seed.shape[1]), 2))
     if not pairs:
         return None
@@ -376,8 +375,9 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
         n = entry["train_images"]
         epochs_measured, partial = _rung_epochs(entry["cells"])
         for epochs, count in partial:
-            notes.append(f"{_size(n)} x {budget.epochs:g} ep: its rung at {_nominal(epochs, budget):g} epochs was recorded by {count} "
-                         f"of {complete} trainings (a training resumed before rungs survived a resume): row left out")
+            notes.append(f"{_size(n)} x {budget.epochs:g} ep: its rung at {_nominal(epochs, budget):g} epochs was "
+                         f"recorded by {count} of {complete} trainings (a training resumed before rungs survived a "
+                         f"resume): row left out")
         if not epochs_measured:
             notes.append(f"{_size(n)} x {budget.epochs:g} ep: its trainings end at different epochs: left out")
             continue

@@ -399,7 +399,8 @@ def test_every_times_map_formulation_is_the_broadcast_product(formulation, dtype
     assert torch.equal(got, want) and torch.equal(b.grad, a.grad)
     # the map's gradient sums over channels: the same sum, perhaps in another order
     assert torch.allclose(bm.grad.float(), am.grad.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-5)
-    assert got.is_contiguous(memory_format=torch.channels_last) and b.grad.is_contiguous(memory_format=torch.channels_last)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert b.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_cbam_output_keeps_the_autocast_dtype():

@@ -48,8 +48,7 @@ class CBAM(nn.Module):
         avg, top = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias).view(2, n, c, 1, 1)
         x = x * (avg + top).sigmoid()
         # the 2 -> 1 channel conv through the measured choice, which may run
-        # it in fp32 under autocast (in bf16 its backward cost ~3x its fp32
-        # one on an AVX-512 BF16 EPYC); the gate goes back to x's dtype so
-        # the product, and the module's output, stay in it
+        # it in fp32 under autocast; the gate goes back to x's dtype so the
+        # product, and the module's output, stay in it
         gate = self.spatial_bn(conv2d(channel_max_mean(x), self.spatial)).sigmoid()
         return times_map(x, gate.to(x.dtype))

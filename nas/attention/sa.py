@@ -41,10 +41,9 @@ class ShuffleAttention(nn.Module):
         xc, xs = grouped.chunk(2, dim=1)
         # the gates are computed in fp32 under autocast (fp32 parameters,
         # GroupNorm on autocast's fp32 list) and go back to the feature
-        # map's dtype before the products: an fp32 product would hand the
-        # rest of a bf16 network an fp32 tensor (measured on an AVX-512 BF16
-        # EPYC: the whole SA resnet20 ran its residual adds, BNs and their
-        # backward in fp32)
+        # map's dtype before the products: an fp32 product hands the rest
+        # of a bf16 network an fp32 tensor (it did: the module's output was
+        # fp32 under bf16 autocast, and the residual add after it ran fp32)
         xc = xc * (self.channel_weight * global_avg_pool(xc) + self.channel_bias).sigmoid().to(xc.dtype)
         xs = xs * (self.spatial_weight * self.norm(xs) + self.spatial_bias).sigmoid().to(xs.dtype)
         out = torch.cat([xc, xs], dim=1).view(n, 2, c // 2, h, w)
