@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..device import run_fastest
+from ._conv import in_layout_of
 
 
 class _GlobalAvgPool(torch.autograd.Function):
@@ -83,7 +84,7 @@ _CHANNEL_MAX = {"amax": lambda x: x.amax(1, keepdim=True), "halving": _halving_m
 def written_out(t: Tensor, like: Tensor) -> Tensor:
     """``t`` broadcast to ``like``'s shape and copied out in its layout, so
     that the op that reads it broadcasts nothing (see ``_broadcast.py``)."""
-    return t.expand_as(like).contiguous(memory_format=_layout(like))
+    return in_layout_of(t.expand_as(like), like)
 
 
 def _masked(dims, x: Tensor, result: Tensor, grad: Tensor, also: Tensor | None = None) -> Tensor:
