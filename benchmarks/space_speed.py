@@ -91,11 +91,15 @@ def draw(space_name: str, count: int, seed: int, folder: Path) -> list[tuple[Pat
 
 
 def run(tree: Path, cfg: Path, data: Path, space: str, steps: int) -> dict:
+    """The worker's figures, or ``{"error": <its last stderr line>}`` when the
+    training failed (a diverged loss, say): one failed architecture is
+    reported and left out of the means, not the end of a long run."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run([sys.executable, "-c", _WORKER, str(cfg), str(data), space, str(steps)], env=env,
                           cwd=tree, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"training {cfg.name} under {tree} failed:\n{done.stderr[-2000:]}")
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no message"]
+        return {"error": lines[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -127,12 +131,18 @@ def main() -> None:
                   f"{args.archs} architectures per space (random sampler, seed {args.seed}), {args.steps} steps "
                   f"each at the space's fidelity; before = {args.before}, after = {args.after}")
             for space in args.spaces:
-                rows = []
+                rows, skipped = [], []
                 for i, (cfg, kinds, macs) in enumerate(draw(space, args.archs, args.seed, tmp)):
                     order = list(trees.items())
                     if i % 2:
                         order.reverse()
                     got = {name: run(tree, cfg, tmp / "data.pt", space, args.steps) for name, tree in order}
+                    failed = {name: v["error"] for name, v in got.items() if "error" in v}
+                    if failed:
+                        print(f"  {space} #{i:02d} {kinds:<18} {macs / 1e6:6.2f} M MACs  left out of the means: "
+                              + "; ".join(f"{name} failed: {error}" for name, error in failed.items()), flush=True)
+                        skipped.append(i)
+                        continue
                     speed = {k: v["images"] / v["seconds"] for k, v in got.items()}
                     rows.append((speed["before"], speed["after"], got["before"]["steady"], got["after"]["steady"],
                                  got["before"]["seconds"], got["after"]["seconds"]))
@@ -142,6 +152,9 @@ def main() -> None:
                           f"{got['before']['steady']:4.0f}, after {got['after']['steady']:4.0f} "
                           f"{got['after']['steady'] / got['before']['steady']:.2f}x  ({got['after']['precision']})",
                           flush=True)
+                if not rows:
+                    print(f"{space}: every training failed; no ratio to report", flush=True)
+                    continue
                 total = sum(r[4] for r in rows) / sum(r[5] for r in rows)
                 summary = []
                 for label, b, a in (("all steps", 0, 1), ("from step 10", 2, 3)):
@@ -149,7 +162,9 @@ def main() -> None:
                     summary.append(f"{label} {math.exp(statistics.fmean(math.log(x) for x in ratios)):.2f}x "
                                    f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
                 print(f"{space}: images/s after / before, geometric mean over {len(rows)} architectures: "
-                      f"{'; '.join(summary)}; total training time of all steps {total:.2f}x shorter", flush=True)
+                      f"{'; '.join(summary)}; total training time of all steps {total:.2f}x shorter"
+                      + (f"; left out (a training failed): {', '.join(f'#{i:02d}' for i in skipped)}" if skipped else ""),
+                      flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],

@@ -60,3 +60,11 @@ def test_cpu_isa_names_the_widest_unit(monkeypatch, tmp_path, flags, isa):
     monkeypatch.setattr(_cifar, "open", lambda p, *a, **k: open(cpuinfo if p == "/proc/cpuinfo" else p, *a, **k),
                         raising=False)
     assert _cifar.cpu_isa() == isa
+
+
+def test_space_speed_reports_a_failed_training_instead_of_stopping(tmp_path):
+    import space_speed
+
+    got = space_speed.run(REPO, tmp_path / "no-such-arch.yaml", tmp_path / "no-data.pt", "sk", 1)
+    assert set(got) == {"error"}
+    assert "no-data.pt" in got["error"] or "no-such-arch.yaml" in got["error"]
