@@ -223,6 +223,18 @@ def configure_allocator(libc=None) -> bool:
 # winner can differ from one process to the next, and the rounding with it:
 # for bit-for-bit repeatable runs across processes, use the reference mode.
 #
+# Fast is not enough: a choice must also be right. PyTorch 2.14's bf16 CPU
+# conv returns NaN, infinite or wrong weight gradients for grouped dilated
+# 3x3 convs on channels_last 16-channel 32x32 maps (SK's first-stage
+# branches, G 2-8, dilation 2-3; measured on an AMD EPYC with AVX-512 BF16,
+# relative error 1.3 where it stays finite), which made an SK trial of the
+# default search diverge at step 2. So before a formulation is chosen, its
+# output and input gradients on the call's own tensors (and a fixed random
+# output gradient) are compared with the plain formulation's in fp32, and one
+# that strays beyond rounding (``_TOLERANCE``) is never chosen; the plain
+# formulation in the autocast dtype is no exception, so a broken bf16 kernel
+# falls back to another formulation or to fp32.
+#
 # ``NAS_KERNELS=reference`` (or :func:`reference_kernels`) runs every op in
 # its plain formulation, the one the module's docstring writes out; the
 # profiler uses it so that MACs count the paper's arithmetic, not the
@@ -238,6 +250,11 @@ _MIN_GAIN = 0.9
 # a formulation whose first (untimed, set-up paying) run takes this many times
 # the best time so far is dropped without further timing
 _GIVE_UP = 3.0
+# the largest relative (Frobenius) error of a formulation's output or input
+# gradients against the plain formulation in fp32: rounding to bf16/fp16
+# costs ~0.4 %, a broken kernel gives NaN or errors of order 1
+_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
+_LOW_PRECISION_TOLERANCE = 0.05
 
 
 def kernel_mode() -> str:
@@ -307,6 +324,35 @@ def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_
     return best
 
 
+def _results(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str, backward: bool,
+             grad: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The output and (with ``backward``) each floating input's gradient,
+    for ``grad`` as the output's gradient (cast to the output's dtype)."""
+    inputs = tuple(t.detach().requires_grad_(backward and t.is_floating_point()) for t in tensors)
+    with torch.enable_grad() if backward else torch.no_grad():
+        out = _call(fn, inputs, fp32, device_type)
+        if backward:
+            out.backward(grad.to(out.dtype))
+    return [out.detach()] + ([t.grad for t in inputs if t.is_floating_point()] if backward else [])
+
+
+def _error(got: list, want: list) -> float:
+    """The largest relative error of ``got`` against ``want`` (inf for a
+    missing gradient or a NaN anywhere)."""
+    worst = 0.0
+    for g, w in zip(got, want):
+        if g is None or w is None:
+            if g is not w:
+                return float("inf")
+            continue
+        w = w.float()
+        scale = w.norm().item()
+        error = (g.float() - w).norm().item() / (scale if scale > 0 else 1.0)
+        if not error <= worst:  # larger, or NaN (which max() would drop)
+            worst = error if error == error else float("inf")
+    return worst
+
+
 def kernel_key(op: str, tensors: tuple[torch.Tensor, ...], settings: tuple = ()) -> tuple:
     """What the choice for a call depends on: the op, its settings, the
     autocast dtype, whether autograd records, and each tensor's shape,
@@ -320,6 +366,50 @@ def kernel_key(op: str, tensors: tuple[torch.Tensor, ...], settings: tuple = ())
 def _sans_batch(key: tuple, batched: int = 1) -> tuple:
     op, settings, amp, _, layouts = key
     return op, settings, amp, tuple((shape[1:], *rest) for shape, *rest in layouts[:batched]) + layouts[batched:]
+
+
+def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], timed: dict, amp, device_type: str,
+                     backward: bool, op: str) -> tuple[str, bool]:
+    """The fastest timed (formulation, fp32) whose results agree with the
+    plain formulation's in fp32; the plain one unless another is clearly
+    faster (``_MIN_GAIN``)."""
+    names = list(formulations)
+    plain = (names[0], False)
+    generator = torch.Generator(device=tensors[0].device).manual_seed(0)  # not the run's random stream
+    reference = None
+    if backward:
+        shape = _results(formulations[names[0]], tensors, True, device_type, False, None)[0]
+        grad = torch.randn(shape.shape, generator=generator, device=shape.device)
+        grad = grad.to(memory_format=torch.channels_last) if shape.dim() == 4 and not shape.is_contiguous() \
+            and shape.is_contiguous(memory_format=torch.channels_last) else grad
+        if amp is not None:
+            grad = grad.to(amp).float()  # the gradient every candidate sees, rounded alike
+    else:
+        grad = None
+    reference = _results(formulations[names[0]], tensors, True, device_type, backward, grad)
+    if not all(t is None or bool(torch.isfinite(t).all()) for t in reference):
+        # the inputs are already non-finite (a diverging run): nothing to check against
+        fastest = min(timed, key=timed.get)
+        return fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
+    checked: dict[tuple[str, bool], bool] = {}
+
+    def correct(candidate: tuple[str, bool]) -> bool:
+        if candidate not in checked:
+            name, fp32 = candidate
+            got = _results(formulations[name], tensors, fp32, device_type, backward, grad)
+            tolerance = _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
+            checked[candidate] = _error(got, reference) <= tolerance
+        return checked[candidate]
+
+    ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one
+    fastest = next((c for c in ranked if correct(c)), None)
+    if fastest is None:
+        raise NasError(f"kernel choice for {op}: no formulation of {', '.join(names)} matches the plain one in "
+                       f"fp32 on shapes {[tuple(t.shape) for t in tensors]}")
+    if plain in timed and timed[plain] < float("inf") and correct(plain) \
+            and not timed[fastest] < _MIN_GAIN * timed[plain]:
+        return plain
+    return fastest
 
 
 def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = (),
@@ -354,9 +444,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
                 best = min(timed.values(), default=float("inf"))
                 timed[name, fp32] = _time_formulation(formulations[name], tensors, fp32, device_type, backward,
                                                       give_up=_GIVE_UP * best)
-        plain = (names[0], False)
-        fastest = min(timed, key=timed.get)
-        choice = fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
+        choice = _fastest_correct(formulations, tensors, timed, amp, device_type, backward, op)
         if backward:
             _trained_choices[_sans_batch(key, batched)] = choice
     _kernel_choices[key] = choice

@@ -427,3 +427,68 @@ def test_sa_output_keeps_the_autocast_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(torch.nn.functional.conv2d(x, torch.randn(32, 32, 1, 1)))
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+
+
+class _NanGradient(torch.autograd.Function):
+    """x * w whose gradient for w is NaN: a kernel that is fast and wrong."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        return x * w
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, torch.full((1,), float("nan"))
+
+
+def _slow_product(x, w):
+    import time
+
+    time.sleep(0.02)
+    return x * w
+
+
+def test_a_fast_formulation_with_wrong_results_is_never_chosen():
+    x, w = torch.randn(4, 8), torch.randn(1)
+    for wrong in ({"wrong_value": lambda x, w: x * w * 1.5}, {"nan_gradient": _NanGradient.apply}):
+        device._kernel_choices.clear()
+        out = device.run_fastest("product", {"plain": _slow_product, **wrong}, (x, w.requires_grad_()))
+        assert device.kernel_choices()[device.kernel_key("product", (x, w))] == ("plain", False)
+        out.sum().backward()
+        assert torch.isfinite(w.grad).all()
+        w.grad = None
+
+
+def test_a_broken_low_precision_kernel_falls_back_to_fp32():
+    def nan_gradient_in_bf16(x, w):  # right but slow in fp32, fast with a NaN weight gradient in bf16
+        return _NanGradient.apply(x, w) if x.dtype == torch.bfloat16 else _slow_product(x, w)
+
+    x, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(1, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = device.run_fastest("product", {"plain": nan_gradient_in_bf16}, (x, w))
+        key = device.kernel_key("product", (x, w))
+    assert device.kernel_choices()[key] == ("plain", True)
+    out.sum().backward()
+    assert torch.isfinite(w.grad).all()
+
+
+def test_choice_is_rejected_for_nan_even_beside_a_small_error():
+    want = [torch.ones(3), torch.ones(2)]
+    assert device._error([torch.ones(3) * 1.001, torch.tensor([1.0, float("nan")])], want) == float("inf")
+    assert device._error([torch.ones(3), None], want) == float("inf")
+    assert device._error([torch.ones(3) * 1.01, torch.ones(2)], want) == pytest.approx(0.01)
+
+
+def test_sk_dilated_grouped_branch_has_right_weight_gradient_in_bf16():
+    # PyTorch 2.14's bf16 CPU conv returned NaN weight gradients at this shape
+    # (an AVX-512 BF16 EPYC): 16 channels, 32x32, 2 groups, dilation 3, channels_last
+    from nas.attention._conv import conv2d
+
+    conv = torch.nn.Conv2d(16, 16, 3, 1, 3, 3, groups=2, bias=False)
+    x = torch.randn(8, 16, 32, 32).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    grad = torch.randn(8, 16, 32, 32).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    want = torch.nn.grad.conv2d_weight(x.float(), conv.weight.shape, grad.float(), 1, 3, 3, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv2d(x, conv)
+    out.backward(grad.to(out.dtype))
+    assert ((conv.weight.grad - want).norm() / want.norm()).item() < 0.02
