@@ -325,15 +325,20 @@ def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_
 
 
 def _results(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str, backward: bool,
-             grad: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """The output and (with ``backward``) each floating input's gradient,
-    for ``grad`` as the output's gradient (cast to the output's dtype)."""
+             amp: torch.dtype | None) -> list[torch.Tensor | None]:
+    """The output and (with ``backward``) each floating input's gradient for
+    the same fixed random output gradient every call (drawn from a private
+    generator, so the run's random stream is untouched; rounded to ``amp``
+    first, so every formulation sees the same values)."""
     inputs = tuple(t.detach().requires_grad_(backward and t.is_floating_point()) for t in tensors)
     with torch.enable_grad() if backward else torch.no_grad():
         out = _call(fn, inputs, fp32, device_type)
-        if backward:
-            out.backward(grad.to(out.dtype))
-    return [out.detach()] + ([t.grad for t in inputs if t.is_floating_point()] if backward else [])
+        if not backward:
+            return [out.detach()]
+        noise = torch.randn(out.shape, generator=torch.Generator(out.device).manual_seed(0), device=out.device)
+        grad = torch.empty_like(out, dtype=torch.float32).copy_(noise if amp is None else noise.to(amp))
+        out.backward(grad.to(out.dtype))
+    return [out.detach()] + [t.grad for t in inputs if t.is_floating_point()]
 
 
 def _error(got: list, want: list) -> float:
@@ -348,8 +353,9 @@ def _error(got: list, want: list) -> float:
         w = w.float()
         scale = w.norm().item()
         error = (g.float() - w).norm().item() / (scale if scale > 0 else 1.0)
-        if not error <= worst:  # larger, or NaN (which max() would drop)
-            worst = error if error == error else float("inf")
+        if error != error:  # NaN, which max() would drop
+            return float("inf")
+        worst = max(worst, error)
     return worst
 
 
@@ -375,41 +381,25 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
     faster (``_MIN_GAIN``)."""
     names = list(formulations)
     plain = (names[0], False)
-    generator = torch.Generator(device=tensors[0].device).manual_seed(0)  # not the run's random stream
-    reference = None
-    if backward:
-        shape = _results(formulations[names[0]], tensors, True, device_type, False, None)[0]
-        grad = torch.randn(shape.shape, generator=generator, device=shape.device)
-        grad = grad.to(memory_format=torch.channels_last) if shape.dim() == 4 and not shape.is_contiguous() \
-            and shape.is_contiguous(memory_format=torch.channels_last) else grad
-        if amp is not None:
-            grad = grad.to(amp).float()  # the gradient every candidate sees, rounded alike
-    else:
-        grad = None
-    reference = _results(formulations[names[0]], tensors, True, device_type, backward, grad)
-    if not all(t is None or bool(torch.isfinite(t).all()) for t in reference):
-        # the inputs are already non-finite (a diverging run): nothing to check against
-        fastest = min(timed, key=timed.get)
-        return fastest if timed[fastest] < _MIN_GAIN * timed[plain] else plain
+    reference = _results(formulations[names[0]], tensors, True, device_type, backward, amp)
+    # inputs already non-finite (a diverging run) leave nothing to check against
+    checkable = all(t is None or bool(torch.isfinite(t).all()) for t in reference)
     checked: dict[tuple[str, bool], bool] = {}
 
     def correct(candidate: tuple[str, bool]) -> bool:
-        if candidate not in checked:
+        if checkable and candidate not in checked:
             name, fp32 = candidate
-            got = _results(formulations[name], tensors, fp32, device_type, backward, grad)
-            tolerance = _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
-            checked[candidate] = _error(got, reference) <= tolerance
-        return checked[candidate]
+            got = _results(formulations[name], tensors, fp32, device_type, backward, amp)
+            checked[candidate] = _error(got, reference) <= _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
+        return checked.get(candidate, True)
 
     ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one
     fastest = next((c for c in ranked if correct(c)), None)
     if fastest is None:
         raise NasError(f"kernel choice for {op}: no formulation of {', '.join(names)} matches the plain one in "
                        f"fp32 on shapes {[tuple(t.shape) for t in tensors]}")
-    if plain in timed and timed[plain] < float("inf") and correct(plain) \
-            and not timed[fastest] < _MIN_GAIN * timed[plain]:
-        return plain
-    return fastest
+    # the plain one is timed first, so never given up on
+    return plain if correct(plain) and not timed[fastest] < _MIN_GAIN * timed[plain] else fastest
 
 
 def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = (),
