@@ -9,13 +9,15 @@ contiguous, at stride 1 and 2, whatever formulation the tuner picks.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nas import device
 from nas.attention import create_attention
-from nas.attention._conv import conv_settings, formulations
+from nas.attention._conv import conv2d, conv_settings, formulations
 from nas.attention._broadcast import _TIMES_MAP, times_map
 from nas.attention._pool import (_CHANNEL_MAX, _SPATIAL_MAX, _masked, _selected, channel_max_mean, global_avg_pool,
                                 global_max_pool)
@@ -190,15 +192,12 @@ def test_emsa_reduction_is_chosen_like_the_other_convs():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         device.pin_kernel(device.kernel_key("conv2d", (torch.randn(2, 16, 8, 8), m.attention.reduce.weight,
                                                        m.attention.reduce.bias), (4, 2, 1, 16)), "plain", True)
-        from nas.attention._conv import conv2d
-
         assert conv2d(torch.randn(2, 16, 8, 8), m.attention.reduce).dtype == torch.float32
 
 
 def _pinned_conv_output(mode_fp32: bool, formulation: str = "dense"):
     conv = torch.nn.Conv2d(16, 16, 3, 1, 2, 2, 16, bias=False)
     x = torch.randn(2, 16, 8, 8)
-    from nas.attention._conv import conv2d
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         device.pin_kernel(device.kernel_key("conv2d", (x, conv.weight), conv_settings(conv)), formulation, mode_fp32)
@@ -442,8 +441,6 @@ class _NanGradient(torch.autograd.Function):
 
 
 def _slow_product(x, w):
-    import time
-
     time.sleep(0.02)
     return x * w
 
@@ -482,8 +479,6 @@ def test_choice_is_rejected_for_nan_even_beside_a_small_error():
 def test_sk_dilated_grouped_branch_has_right_weight_gradient_in_bf16():
     # PyTorch 2.14's bf16 CPU conv returned NaN weight gradients at this shape
     # (an AVX-512 BF16 EPYC): 16 channels, 32x32, 2 groups, dilation 3, channels_last
-    from nas.attention._conv import conv2d
-
     conv = torch.nn.Conv2d(16, 16, 3, 1, 3, 3, groups=2, bias=False)
     x = torch.randn(8, 16, 32, 32).to(torch.bfloat16).to(memory_format=torch.channels_last)
     grad = torch.randn(8, 16, 32, 32).to(torch.bfloat16).to(memory_format=torch.channels_last)
