@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import types
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -308,6 +310,8 @@ def _time_formulation(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_
     the choice saves (a dense form of a 16-group conv does 16x the work)."""
     import time
 
+    if getattr(fn, "compiles", False):
+        give_up = float("inf")  # its first run compiles (seconds), which says nothing of its speed
     best = float("inf")
     for i in range(repeats + 1):
         inputs = tuple(t.detach().requires_grad_(backward and t.is_floating_point()) for t in tensors)
@@ -375,7 +379,7 @@ def _sans_batch(key: tuple, batched: int = 1) -> tuple:
 
 
 def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], timed: dict, amp, device_type: str,
-                     backward: bool, op: str) -> tuple[str, bool]:
+                     backward: bool, op: str, bounded: int | None) -> tuple[str, bool]:
     """The fastest timed (formulation, fp32) whose results agree with the
     plain formulation's in fp32; the plain one unless another is clearly
     faster (``_MIN_GAIN``)."""
@@ -390,7 +394,10 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
         if checkable and candidate not in checked:
             name, fp32 = candidate
             got = _results(formulations[name], tensors, fp32, device_type, backward, amp)
-            checked[candidate] = _error(got, reference) <= _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
+            kept = len(got) if bounded is None else 1 + bounded
+            bound = _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
+            checked[candidate] = (_error(got[:kept], reference[:kept]) <= bound
+                                  and all(g is not None and bool(torch.isfinite(g).all()) for g in got[kept:]))
         return checked.get(candidate, True)
 
     ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one
@@ -403,7 +410,7 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
 
 
 def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], settings: tuple = (),
-                batched: int = 1, try_fp32: bool = True):
+                batched: int = 1, try_fp32: bool = True, bounded: int | None = None):
     """``formulations[name](*tensors)`` for the fastest name on this machine
     for this shape (see above); the first entry is the plain formulation.
     ``settings`` (hashable) holds whatever else, besides the tensors' shapes,
@@ -412,7 +419,11 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
     weight; attention's queries, keys and values), so evaluation at another
     batch size finds training's choice. ``try_fp32=False`` keeps the op in its
     inputs' dtype under autocast (a max: fp32 cannot make it more exact, and
-    an fp32 result would promote whatever it meets)."""
+    an fp32 result would promote whatever it meets).
+    ``bounded``: for a formulation that is a whole module rather than one op,
+    the number of leading tensors (the module's inputs) whose gradients the
+    check bounds with the output; the gradients of the others (its weights,
+    sums of rounding over every position) need only be finite."""
     names = list(formulations)
     x = tensors[0]
     device_type = x.device.type
@@ -434,9 +445,97 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
                 best = min(timed.values(), default=float("inf"))
                 timed[name, fp32] = _time_formulation(formulations[name], tensors, fp32, device_type, backward,
                                                       give_up=_GIVE_UP * best)
-        choice = _fastest_correct(formulations, tensors, timed, amp, device_type, backward, op)
+        choice = _fastest_correct(formulations, tensors, timed, amp, device_type, backward, op,
+                                  bounded)
         if backward:
             _trained_choices[_sans_batch(key, batched)] = choice
     _kernel_choices[key] = choice
     name, fp32 = choice
     return _call(formulations[name], tensors, fp32, device_type)
+
+
+# --- Compiled formulations: inductor fusing a module's element-wise work ---
+#
+# Some modules (CBAM) spend their time in a chain of memory-bound passes over
+# the feature map (pools, gate products, channel max and mean, and the
+# backward of each), which no choice of eager kernels removes: each op reads
+# and writes the whole map. Inductor (``torch.compile``) fuses the chain into
+# a few loops. A compiled formulation is offered to :func:`run_fastest` like
+# any other, so it is used only where it is measured faster and checked
+# right; what it costs is compile time, a few seconds per shape the first
+# time in a process (then inductor's on-disk cache). To keep that bounded:
+#   - each shape signature (per-image shape, dtype, layout of every input,
+#     autocast dtype) gets its own compiled copy of the function, a fresh
+#     code object, so that dynamo's recompile limit (8 variants per code
+#     object) never silently sends a model's later stages back to eager, and
+#     one shape's guards are never re-checked against another's;
+#   - the batch dim is dynamic from the first call, so the epoch's last,
+#     smaller batch does not compile again (measured: a batch-dynamic CBAM
+#     graph runs as fast as a static one; fully dynamic shapes do not: the
+#     shuffle attention graph ran 10x slower with symbolic channel counts);
+#   - modules offer it only when autograd records (training) and the map
+#     holds at least ``_COMPILE_MIN_ELEMENTS`` values: below that a step
+#     saves microseconds and the compile costs seconds (and the suite's
+#     tiny models would pay it in every test).
+# Where compiling fails (no C++ compiler for inductor's CPU backend, an
+# unsupported platform) the first failure is reported once as a warning and
+# the plain formulation runs from then on. ``NAS_KERNELS=reference`` never
+# compiles (:func:`run_fastest` runs the plain formulation).
+
+_COMPILE_MIN_ELEMENTS = 1 << 18
+_compile_failure: str | None = None
+
+
+def compile_failure() -> str | None:
+    """Why compiled formulations are off in this process (None: they are not)."""
+    return _compile_failure
+
+
+def compiled_worthwhile(x: torch.Tensor) -> bool:
+    """Whether a module should offer a compiled formulation for ``x``: on
+    CPU, with autograd recording, a large enough map, tuned kernels, and no
+    compile failure so far."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and x.numel() >= _COMPILE_MIN_ELEMENTS
+            and _compile_failure is None and kernel_mode() == "tuned")
+
+
+def _fresh_copy(fn):
+    """``fn`` with a code object of its own (dynamo keeps its compiled
+    variants, and counts them against its limit, per code object)."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+class CompiledFormulation:
+    """``fn`` compiled by inductor, one compiled copy per shape signature of
+    its tensor arguments, the first ``batched`` of which carry a dynamic batch
+    dim; the plain ``fn`` runs if compiling fails (once warned)."""
+
+    compiles = True  # _time_formulation: its first run is not a speed hint
+
+    def __init__(self, fn, batched: int = 1) -> None:
+        self._fn, self._batched = fn, batched
+        self._copies: dict[tuple, object] = {}
+
+    def __call__(self, *tensors):
+        global _compile_failure
+        if _compile_failure is not None:
+            return self._fn(*tensors)
+        key = _sans_batch(kernel_key("compiled", tensors), self._batched)
+        copy = self._copies.get(key)
+        if copy is None:
+            # emulate_precision_casts: round every bf16 intermediate as eager
+            # does. Without it inductor keeps them in fp32, and a max's
+            # backward, which finds the max by comparing each value with it,
+            # compared an unrounded recomputation with the rounded max, found
+            # no match and divided by zero ties: CBAM's input gradient came
+            # out NaN under bf16 autocast (torch 2.14)
+            copy = self._copies[key] = torch.compile(_fresh_copy(self._fn), dynamic=False)
+        for t in tensors[:self._batched]:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        try:
+            return copy(*tensors)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            _compile_failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            warnings.warn(f"torch.compile failed here, so attention modules run uncompiled: {_compile_failure}",
+                          RuntimeWarning, stacklevel=2)
+            return self._fn(*tensors)

@@ -10,6 +10,12 @@ paper's Eq. 3 writes [AvgPool; MaxPool]), and the spatial BN has momentum
 0.01 (PyTorch's convention: 1 % of each batch's statistics enters the
 running average; PyTorch's default is 0.1). Applied in sequence (Eq. 1):
 F' = M_c * F, F'' = M_s * F'.
+In training the module is computed one of two equal ways, whichever is
+measured faster for the shape (:func:`nas.device.run_fastest`): eagerly with
+the kernels ``_pool.py`` and ``_broadcast.py`` choose, or as one graph
+compiled by inductor (:class:`nas.device.CompiledFormulation`), which fuses
+the chain of memory-bound passes over the map (pools, products, channel max
+and mean, and their backward) that dominates the module's time on CPU.
 Parameters: 2 C^2 / r + C / r + C + 2 k^2 + 2.
 """
 from __future__ import annotations
@@ -18,10 +24,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_int
+from ..device import CompiledFormulation, compiled_worthwhile, run_fastest
 from ._broadcast import times_map
-from ._conv import conv2d
+from ._checks import check_choice, check_int
+from ._conv import conv_settings, formulations
 from ._pool import channel_max_mean, global_avg_pool, global_max_pool
+
+_BN_EPS = 1e-5
+
+
+def _plain(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, conv_w: Tensor,
+           bn_w: Tensor, bn_b: Tensor) -> tuple[Tensor, Tensor]:
+    """CBAM in training, as written in the module docstring, in plain torch
+    ops (the graph inductor compiles): the output and the spatial conv's
+    output, whose batch statistics the spatial BN normalises with (the
+    caller updates the running statistics from it)."""
+    n, c = x.shape[:2]
+    pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))])
+    hidden = F.relu(F.linear(pooled, w1, b1))
+    avg, top = F.linear(hidden, w2, b2).view(2, n, c, 1, 1)
+    x = x * (avg + top).sigmoid().to(x.dtype)
+    # max with indices, not amax: inductor keeps bf16 intermediates in fp32,
+    # and amax's backward, which finds the max by comparing each value with
+    # it, compared an unrounded recomputation of x with the rounded max,
+    # found no match and divided by zero (NaN input gradients under bf16
+    # autocast, torch 2.14). The values are the same; where channels tie
+    # for the max, the gradient goes to one of them instead of being split
+    # (both are gradients of the max)
+    descriptor = torch.cat([x.max(1, keepdim=True).values, x.mean(1, keepdim=True)], 1)
+    spatial = F.conv2d(descriptor, conv_w, padding=conv_w.shape[-1] // 2)
+    gate = F.batch_norm(spatial, None, None, bn_w, bn_b, True, 0.0, _BN_EPS).sigmoid()
+    return x * gate.to(x.dtype), spatial
+
+
+_COMPILED = CompiledFormulation(_plain)
 
 
 class CBAM(nn.Module):
@@ -35,20 +71,75 @@ class CBAM(nn.Module):
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
-        self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
+        self.spatial_bn = nn.BatchNorm2d(1, eps=_BN_EPS, momentum=0.01)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _eager(self, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, conv_w: Tensor,
+               bn_w: Tensor, bn_b: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`_plain` with the kernels chosen op by op (and, outside
+        training, the spatial BN's running statistics)."""
         n, c = x.shape[:2]
         # both descriptors through the shared MLP in one pass: the 1x1 convs
         # as matrix products on n x C rows (oneDNN's conv on 1x1 maps costs
-        # ~3x a linear layer here); the weights stay conv-shaped, so the
-        # official checkpoints load unchanged
+        # ~3x a linear layer here)
         pooled = torch.cat([global_avg_pool(x).view(n, c), global_max_pool(x).view(n, c)])
-        hidden = F.relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
-        avg, top = F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias).view(2, n, c, 1, 1)
+        hidden = F.relu(F.linear(pooled, w1, b1))
+        avg, top = F.linear(hidden, w2, b2).view(2, n, c, 1, 1)
         x = x * (avg + top).sigmoid()
         # the 2 -> 1 channel conv through the measured choice, which may run
         # it in fp32 under autocast; the gate goes back to x's dtype so the
         # product, and the module's output, stay in it
-        gate = self.spatial_bn(conv2d(channel_max_mean(x), self.spatial)).sigmoid()
-        return times_map(x, gate.to(x.dtype))
+        spatial = run_fastest("conv2d", formulations(self.spatial), (channel_max_mean(x), conv_w),
+                              conv_settings(self.spatial))
+        bn = self.spatial_bn
+        batch_stats = bn.training or bn.running_mean is None
+        gate = F.batch_norm(spatial, None if batch_stats else bn.running_mean,
+                            None if batch_stats else bn.running_var, bn_w, bn_b, batch_stats, 0.0, bn.eps)
+        return times_map(x, gate.sigmoid().to(x.dtype)), spatial
+
+    def _weights(self) -> tuple[Tensor, ...]:
+        """The tensors both formulations take after the input (the MLP's 1x1
+        convs as matrices: the weights stay conv-shaped, so the official
+        checkpoints load unchanged)."""
+        return (self.fc1.weight.flatten(1), self.fc1.bias, self.fc2.weight.flatten(1), self.fc2.bias,
+                self.spatial.weight, self.spatial_bn.weight, self.spatial_bn.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = self._weights()
+        if compiled_worthwhile(x) and self.spatial_bn.training:
+            found: list[Tensor] = []
+
+            def keep_spatial(fn):
+                def formulation(*tensors: Tensor) -> Tensor:
+                    out, spatial = fn(*tensors)
+                    found[:] = [spatial]
+                    return out
+                formulation.compiles = getattr(fn, "compiles", False)
+                return formulation
+
+            # the check against fp32 (nas.device) bounds the output's and the
+            # input gradient's error; the weights' gradients need only be
+            # finite: in bf16 they stray up to 0.5 from fp32 in both
+            # formulations (resnet20's CBAM, batch 128: the MLP's one hidden
+            # unit at r 16, the spatial conv's weight behind the spatial BN's
+            # nearly cancelling backward), where a broken kernel gives NaN
+            out = run_fastest("cbam", {"eager": keep_spatial(self._eager), "compiled": keep_spatial(_COMPILED)},
+                              (x, *weights), try_fp32=False, bounded=1)
+            spatial = found[0]
+        else:
+            out, spatial = self._eager(x, *weights)
+        if self.spatial_bn.training and self.spatial_bn.track_running_stats:
+            self._update_running_stats(spatial)
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, spatial: Tensor) -> None:
+        """What ``nn.BatchNorm2d`` does to its running statistics in training,
+        done here because the formulations normalise with batch statistics
+        only (a compiled graph that updated them would update them once per
+        run when the formulations are timed)."""
+        bn = self.spatial_bn
+        var, mean = torch.var_mean(spatial.float(), dim=(0, 2, 3), correction=1)
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.lerp_(mean, momentum)
+        bn.running_var.lerp_(var, momentum)

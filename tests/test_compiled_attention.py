@@ -1,0 +1,205 @@
+"""CBAM's compiled formulation (inductor) computes what the module's
+reference does, and the machinery around it (nas.device's compiled
+formulations) stays bounded and safe: offered only where it can pay,
+compiled once per shape with a dynamic batch, never given up on for its
+compile time, and replaced by the plain formulation, once warned, where
+compiling fails.
+"""
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+
+import pytest
+import torch
+
+from nas import device
+from nas.attention import create_attention
+from nas.attention import cbam as cbam_module
+
+from test_fast_attention import _reference_cbam
+
+# 16 images x 16 channels x 32 x 32: the smallest map the compiled
+# formulation is offered for
+BATCH, CHANNELS, SIZE = 16, 16, 32
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch):
+    monkeypatch.setattr(device, "_kernel_choices", {})
+    monkeypatch.setattr(device, "_trained_choices", {})
+    monkeypatch.setattr(device, "_compile_failure", None)
+
+
+def _cbam(r=4, spatial_kernel=7):
+    torch.manual_seed(0)
+    m = create_attention("cbam", CHANNELS, r=r, spatial_kernel=spatial_kernel).train()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return m
+
+
+def _input(layout, batch=BATCH):
+    torch.manual_seed(1)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return torch.randn(batch, CHANNELS, SIZE, SIZE).contiguous(memory_format=fmt), fmt
+
+
+def _step(fn, m, x, grad, precision):
+    x = x.detach().requires_grad_()
+    m.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = fn(m, x)
+    out.backward(grad.to(out.dtype))
+    return out.float(), x.grad.float(), [p.grad.clone() for p in m.parameters()]
+
+
+def _pinned(formulation, keys=None):
+    """The module's forward with its formulation pinned (not timed); the
+    choice's key appended to ``keys``."""
+    def run(m, x):
+        assert device.compiled_worthwhile(x)
+        key = device.kernel_key("cbam", (x, *m._weights()))
+        device.pin_kernel(key, formulation, False)
+        if keys is not None:
+            keys.append(key)
+        return m(x)
+    return run
+
+
+def _relative(got, want):
+    return ((got - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_compiled_cbam_matches_its_reference(layout, precision):
+    m = _cbam()
+    x, fmt = _input(layout)
+    m = m.to(memory_format=fmt)
+    grad = torch.randn(x.shape).contiguous(memory_format=fmt)
+    reference = copy.deepcopy(m)
+    exact = _step(_reference_cbam, reference, x, grad, "fp32")
+    ref_bn = copy.deepcopy(reference.spatial_bn)  # running statistics after one reference step
+    if precision == "bf16":
+        reference.load_state_dict(m.state_dict())
+        rounded = _step(_reference_cbam, reference, x, grad, "bf16")
+    keys = []
+    got = _step(_pinned("compiled", keys), m, x, grad, precision)
+    assert device.kernel_choices()[keys[0]] == ("compiled", False)
+    assert device.compile_failure() is None  # compiled, not the fallback
+
+    out, gx, pgrads = got
+    if precision == "fp32":
+        assert _relative(out, exact[0]) < 1e-5
+        assert _relative(gx, exact[1]) < 1e-4
+        for g, w in zip(pgrads, exact[2]):
+            assert _relative(g, w) < 1e-3
+    else:
+        # no further from fp32 than the reference's own bf16 rounding takes it
+        for new, old, truth in ((out, rounded[0], exact[0]), (gx, rounded[1], exact[1])):
+            assert _relative(new, truth) <= 2 * _relative(old, truth) + 1e-3
+        assert all(bool(torch.isfinite(g).all()) for g in pgrads)
+    # the spatial BN's running statistics move as nn.BatchNorm2d moves them
+    assert m.spatial_bn.num_batches_tracked.item() == ref_bn.num_batches_tracked.item() == 1
+    tol = 1e-5 if precision == "fp32" else 2e-3
+    assert torch.allclose(m.spatial_bn.running_mean, ref_bn.running_mean, atol=tol)
+    assert torch.allclose(m.spatial_bn.running_var, ref_bn.running_var, rtol=tol * 10, atol=tol)
+
+
+def test_eager_formulation_moves_running_statistics_like_batchnorm():
+    # the small map of the other CBAM tests runs the eager formulation only
+    m = _cbam()
+    reference = copy.deepcopy(m)
+    x = torch.randn(4, CHANNELS, 8, 8)
+    assert not device.compiled_worthwhile(x)
+    for _ in range(3):
+        m(x)
+        _reference_cbam(reference, x)
+    assert m.spatial_bn.num_batches_tracked.item() == 3
+    assert torch.allclose(m.spatial_bn.running_mean, reference.spatial_bn.running_mean, atol=1e-6)
+    assert torch.allclose(m.spatial_bn.running_var, reference.spatial_bn.running_var, rtol=1e-5)
+    m.eval()
+    reference.eval()
+    with torch.no_grad():
+        assert torch.allclose(m(x), _reference_cbam(reference, x), atol=1e-5)
+
+
+def test_compiled_copy_serves_another_batch_size_without_compiling_again():
+    m = _cbam(r=8, spatial_kernel=3)  # a weight shape no other test compiles
+    x, _ = _input("channels_last", batch=24)
+    before = len(cbam_module._COMPILED._copies)
+    _step(_pinned("compiled"), m, x, torch.randn(x.shape), "fp32")
+    assert len(cbam_module._COMPILED._copies) == before + 1
+    compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    y, _ = _input("channels_last", batch=20)  # the epoch's last, smaller batch
+    _step(_pinned("compiled"), m, y, torch.randn(y.shape), "fp32")
+    assert len(cbam_module._COMPILED._copies) == before + 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled
+
+
+def test_compiled_formulation_is_offered_only_where_it_can_pay(monkeypatch):
+    large = torch.randn(BATCH, CHANNELS, SIZE, SIZE)
+    assert device.compiled_worthwhile(large)
+    assert not device.compiled_worthwhile(large[:BATCH // 2])  # too small to repay a compile
+    with torch.no_grad():
+        assert not device.compiled_worthwhile(large)  # evaluation: the eager kernels serve
+    monkeypatch.setenv("NAS_KERNELS", "reference")
+    assert not device.compiled_worthwhile(large)
+    monkeypatch.setenv("NAS_KERNELS", "tuned")
+    monkeypatch.setattr(device, "_compile_failure", "no compiler")
+    assert not device.compiled_worthwhile(large)
+
+
+def test_reference_mode_never_compiles(monkeypatch):
+    monkeypatch.setenv("NAS_KERNELS", "reference")
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled in reference mode"))
+    m = _cbam()
+    x, _ = _input("channels_last")
+    m(x).sum().backward()
+    assert not device.kernel_choices()
+
+
+def test_compile_failure_warns_once_and_runs_the_plain_function(monkeypatch):
+    def failing(fn, **kwargs):
+        def compiled(*args):
+            raise torch._dynamo.exc.TorchDynamoException("InvalidCxxCompiler: no working C++ compiler found")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing)
+    formulation = device.CompiledFormulation(lambda a, b: a * b + 1)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*InvalidCxxCompiler"):
+        out = formulation(a, b)
+    assert torch.equal(out, a * b + 1)
+    assert "InvalidCxxCompiler" in device.compile_failure()
+    assert not device.compiled_worthwhile(torch.randn(BATCH, CHANNELS, SIZE, SIZE))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the second call is quiet
+        assert torch.equal(formulation(a, b), a * b + 1)
+
+
+def test_errors_inside_the_function_are_not_taken_for_compile_failures(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    formulation = device.CompiledFormulation(lambda a, b: a @ b)
+    with pytest.raises(RuntimeError):
+        formulation(torch.randn(4, 3), torch.randn(4, 3))
+    assert device.compile_failure() is None
+
+
+def test_a_compiling_formulation_is_timed_however_long_its_first_run():
+    calls = []
+
+    def slow_first(x):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.05)  # "compiling"
+        return x * 2
+
+    x = torch.randn(8)
+    assert device._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) == float("inf")
+    calls.clear()
+    slow_first.compiles = True
+    assert device._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) < 0.05
