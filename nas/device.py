@@ -473,17 +473,25 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 #     smaller batch does not compile again (measured: a batch-dynamic CBAM
 #     graph runs as fast as a static one; fully dynamic shapes do not: the
 #     shuffle attention graph ran 10x slower with symbolic channel counts);
-#   - modules offer it only when autograd records (training) and the map
-#     holds at least ``_COMPILE_MIN_ELEMENTS`` values: below that a step
-#     saves microseconds and the compile costs seconds (and the suite's
-#     tiny models would pay it in every test).
+#   - modules offer it only when autograd records (training), the map
+#     holds at least ``_COMPILE_MIN_ELEMENTS`` values (below that a step
+#     saves microseconds and the compile costs seconds; the suite's tiny
+#     models would pay it in every test), and from the
+#     ``_COMPILE_AFTER_CALLS``-th training call with the same shape
+#     signature in this process on: a short run (a latency probe, a
+#     zero-cost score, a 50-step benchmark) never compiles, since a cold
+#     compile (~5 s a stage shape) costs more than it can save there
+#     (measured: CBAM's 15-30 ms a step in bf16), while a search worker's
+#     later trials reuse what its first compiled.
 # Where compiling fails (no C++ compiler for inductor's CPU backend, an
 # unsupported platform) the first failure is reported once as a warning and
 # the plain formulation runs from then on. ``NAS_KERNELS=reference`` never
 # compiles (:func:`run_fastest` runs the plain formulation).
 
 _COMPILE_MIN_ELEMENTS = 1 << 18
+_COMPILE_AFTER_CALLS = 300  # calls, not steps: resnet20's 3 CBAMs a stage reach it at step 100
 _compile_failure: str | None = None
+_training_calls: dict[tuple, int] = {}
 
 
 def compile_failure() -> str | None:
@@ -491,12 +499,19 @@ def compile_failure() -> str | None:
     return _compile_failure
 
 
-def compiled_worthwhile(x: torch.Tensor) -> bool:
-    """Whether a module should offer a compiled formulation for ``x``: on
-    CPU, with autograd recording, a large enough map, tuned kernels, and no
-    compile failure so far."""
-    return (x.device.type == "cpu" and torch.is_grad_enabled() and x.numel() >= _COMPILE_MIN_ELEMENTS
-            and _compile_failure is None and kernel_mode() == "tuned")
+def compiled_worthwhile(op: str, tensors: tuple[torch.Tensor, ...]) -> bool:
+    """Whether a module should offer a compiled formulation of ``op`` for
+    ``tensors`` (its input first): on CPU, with autograd recording, a large
+    enough map, tuned kernels, no compile failure so far, and from the
+    ``_COMPILE_AFTER_CALLS``-th such call with this shape signature on (each
+    call counts)."""
+    x = tensors[0]
+    if not (x.device.type == "cpu" and torch.is_grad_enabled() and x.numel() >= _COMPILE_MIN_ELEMENTS
+            and _compile_failure is None and kernel_mode() == "tuned"):
+        return False
+    key = _sans_batch(kernel_key(op, tensors))
+    calls = _training_calls[key] = _training_calls.get(key, 0) + 1
+    return calls >= _COMPILE_AFTER_CALLS
 
 
 def _fresh_copy(fn):

@@ -30,6 +30,8 @@ def _fresh_state(monkeypatch):
     monkeypatch.setattr(device, "_kernel_choices", {})
     monkeypatch.setattr(device, "_trained_choices", {})
     monkeypatch.setattr(device, "_compile_failure", None)
+    monkeypatch.setattr(device, "_training_calls", {})
+    monkeypatch.setattr(device, "_COMPILE_AFTER_CALLS", 1)  # offered from the first call
 
 
 def _cbam(r=4, spatial_kernel=7):
@@ -60,7 +62,6 @@ def _pinned(formulation, keys=None):
     """The module's forward with its formulation pinned (not timed); the
     choice's key appended to ``keys``."""
     def run(m, x):
-        assert device.compiled_worthwhile(x)
         key = device.kernel_key("cbam", (x, *m._weights()))
         device.pin_kernel(key, formulation, False)
         if keys is not None:
@@ -114,7 +115,7 @@ def test_eager_formulation_moves_running_statistics_like_batchnorm():
     m = _cbam()
     reference = copy.deepcopy(m)
     x = torch.randn(4, CHANNELS, 8, 8)
-    assert not device.compiled_worthwhile(x)
+    assert not device.compiled_worthwhile("cbam", (x, *m._weights()))
     for _ in range(3):
         m(x)
         _reference_cbam(reference, x)
@@ -142,15 +143,41 @@ def test_compiled_copy_serves_another_batch_size_without_compiling_again():
 
 def test_compiled_formulation_is_offered_only_where_it_can_pay(monkeypatch):
     large = torch.randn(BATCH, CHANNELS, SIZE, SIZE)
-    assert device.compiled_worthwhile(large)
-    assert not device.compiled_worthwhile(large[:BATCH // 2])  # too small to repay a compile
+    assert device.compiled_worthwhile("op", (large,))
+    assert not device.compiled_worthwhile("op", (large[:BATCH // 2],))  # too small to repay a compile
     with torch.no_grad():
-        assert not device.compiled_worthwhile(large)  # evaluation: the eager kernels serve
+        assert not device.compiled_worthwhile("op", (large,))  # evaluation: the eager kernels serve
     monkeypatch.setenv("NAS_KERNELS", "reference")
-    assert not device.compiled_worthwhile(large)
+    assert not device.compiled_worthwhile("op", (large,))
     monkeypatch.setenv("NAS_KERNELS", "tuned")
     monkeypatch.setattr(device, "_compile_failure", "no compiler")
-    assert not device.compiled_worthwhile(large)
+    assert not device.compiled_worthwhile("op", (large,))
+
+
+def test_a_short_run_never_compiles(monkeypatch):
+    # only the K-th training call with one shape signature on is offered the
+    # compiled formulation: a latency probe or a zero-cost score stays eager
+    monkeypatch.setattr(device, "_COMPILE_AFTER_CALLS", 3)
+    offered = []
+    original = cbam_module.run_fastest
+
+    def recording(op, forms, tensors, *args, **kwargs):
+        if op == "cbam":
+            offered.append(tensors[0].shape[0])
+            device.pin_kernel(device.kernel_key(op, tensors, *args), "eager", False)  # no compiling here
+        return original(op, forms, tensors, *args, **kwargs)
+
+    monkeypatch.setattr(cbam_module, "run_fastest", recording)
+    m = _cbam()
+    x, _ = _input("channels_last")
+    for _ in range(2):
+        m(x).sum().backward()
+    m(x[:BATCH // 2]).sum().backward()  # too small: not counted
+    assert offered == []
+    m(torch.cat([x, x])).sum().backward()  # the batch size is not part of the signature
+    assert offered == [2 * BATCH]
+    m(x).sum().backward()
+    assert offered == [2 * BATCH, BATCH]
 
 
 def test_reference_mode_never_compiles(monkeypatch):
@@ -175,7 +202,7 @@ def test_compile_failure_warns_once_and_runs_the_plain_function(monkeypatch):
         out = formulation(a, b)
     assert torch.equal(out, a * b + 1)
     assert "InvalidCxxCompiler" in device.compile_failure()
-    assert not device.compiled_worthwhile(torch.randn(BATCH, CHANNELS, SIZE, SIZE))
+    assert not device.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: the second call is quiet
         assert torch.equal(formulation(a, b), a * b + 1)

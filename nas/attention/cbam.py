@@ -105,7 +105,7 @@ class CBAM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         weights = self._weights()
-        if compiled_worthwhile(x) and self.spatial_bn.training:
+        if self.spatial_bn.training and compiled_worthwhile("cbam", (x, *weights)):
             found: list[Tensor] = []
 
             def keep_spatial(fn):
