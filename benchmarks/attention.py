@@ -15,11 +15,17 @@ module slower in bf16 than in fp32" is answered side by side. The header
 names the CPU model and its bf16 flags: figures compare only within one run
 on one CPU.
 
+The table is a long training run's steady step, so compiled formulations
+(CBAM's, see ``nas.device``) are offered from the first call here
+(``NAS_COMPILE_AFTER=1`` unless set; the trainer's default waits 300 calls,
+so that short runs never pay a compile); the warm-up steps pay the compiles.
+
     python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--precision auto|fp32|bf16 ...]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,7 +34,7 @@ import torch
 
 import nas
 from nas.attention import attention_names
-from nas.device import configure_threads, kernel_mode, resolve_runtime
+from nas.device import compile_after, configure_threads, kernel_mode, resolve_runtime
 
 
 def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runtime) -> float:
@@ -47,6 +53,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per module")
     parser.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
+    os.environ.setdefault("NAS_COMPILE_AFTER", "1")
 
     runtimes = {}
     for choice in args.precision:  # "auto" and the precision it resolves to are one column
@@ -74,7 +81,7 @@ def main() -> None:
     median = {run: statistics.median(t) for run, t in times.items()}
     print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}), {args.backbone}, batch {args.batch_size}, "
           f"{' and '.join(runtimes)}, channels_last, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"kernels {kernel_mode()}, {args.rounds} rounds")
+          f"kernels {kernel_mode()}, compiled from call {compile_after() or 'never'}, {args.rounds} rounds")
     columns = "".join(f" {p}: ms/batch | {p}: vs none |" for p in runtimes)
     first, *rest = runtimes
     ratio = f" {first} / {rest[0]} |" if rest else ""

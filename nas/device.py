@@ -124,7 +124,11 @@ class Runtime:
 
 def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
     """Pick the device (``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...) and the
-    mixed-precision dtype (``auto``, ``fp32``, ``bf16``, ``fp16``)."""
+    mixed-precision dtype (``auto``, ``fp32``, ``bf16``, ``fp16``). Checks the
+    kernel settings (``NAS_KERNELS``, ``NAS_COMPILE_AFTER``) too, so that a bad
+    one fails before anything runs, not at a module's first call."""
+    kernel_mode()
+    compile_after()
     name = device or os.environ.get("NAS_DEVICE") or "auto"
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -476,9 +480,10 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 #   - modules offer it only when autograd records (training), the map
 #     holds at least ``_COMPILE_MIN_ELEMENTS`` values (below that a step
 #     saves microseconds and the compile costs seconds; the suite's tiny
-#     models would pay it in every test), and from the
-#     ``_COMPILE_AFTER_CALLS``-th training call with the same shape
-#     signature in this process on: a short run (a latency probe, a
+#     models would pay it in every test), and from the N-th training call
+#     with the same shape signature in this process on (``NAS_COMPILE_AFTER``,
+#     default 300 calls: resnet20's 3 CBAMs a stage reach it at step 100;
+#     ``never`` turns compiling off): a short run (a latency probe, a
 #     zero-cost score, a 50-step benchmark) never compiles, since a cold
 #     compile (~5 s a stage shape) costs more than it can save there
 #     (measured: CBAM's 15-30 ms a step in bf16), while a search worker's
@@ -486,10 +491,11 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 # Where compiling fails (no C++ compiler for inductor's CPU backend, an
 # unsupported platform) the first failure is reported once as a warning and
 # the plain formulation runs from then on. ``NAS_KERNELS=reference`` never
-# compiles (:func:`run_fastest` runs the plain formulation).
+# compiles (:func:`run_fastest` runs the plain formulation), nor does
+# ``NAS_COMPILE_AFTER=never``.
 
 _COMPILE_MIN_ELEMENTS = 1 << 18
-_COMPILE_AFTER_CALLS = 300  # calls, not steps: resnet20's 3 CBAMs a stage reach it at step 100
+_COMPILE_AFTER_CALLS = 300
 _compile_failure: str | None = None
 _training_calls: dict[tuple, int] = {}
 
@@ -499,19 +505,34 @@ def compile_failure() -> str | None:
     return _compile_failure
 
 
+def compile_after() -> int | None:
+    """From which training call of a shape signature compiled formulations
+    are offered (``NAS_COMPILE_AFTER``: a positive number of calls, default
+    300, or ``never``: None)."""
+    value = os.environ.get("NAS_COMPILE_AFTER", str(_COMPILE_AFTER_CALLS))
+    if value == "never":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise NasError(f"NAS_COMPILE_AFTER: {value!r} is not a positive number of calls or 'never'")
+    return int(value)
+
+
 def compiled_worthwhile(op: str, tensors: tuple[torch.Tensor, ...]) -> bool:
     """Whether a module should offer a compiled formulation of ``op`` for
     ``tensors`` (its input first): on CPU, with autograd recording, a large
     enough map, tuned kernels, no compile failure so far, and from the
-    ``_COMPILE_AFTER_CALLS``-th such call with this shape signature on (each
+    :func:`compile_after`-th such call with this shape signature on (each
     call counts)."""
     x = tensors[0]
     if not (x.device.type == "cpu" and torch.is_grad_enabled() and x.numel() >= _COMPILE_MIN_ELEMENTS
             and _compile_failure is None and kernel_mode() == "tuned"):
         return False
+    after = compile_after()
+    if after is None:
+        return False
     key = _sans_batch(kernel_key(op, tensors))
     calls = _training_calls[key] = _training_calls.get(key, 0) + 1
-    return calls >= _COMPILE_AFTER_CALLS
+    return calls >= after
 
 
 def _fresh_copy(fn):

@@ -137,3 +137,20 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, workdir, cifar10
     assert expected in lines[0], lines[0]
     assert "Traceback" not in out.stderr and "hunter2" not in out.stderr + out.stdout
     assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("NAS_COMPILE_AFTER", "soon", "NAS_COMPILE_AFTER: 'soon' is not a positive number of calls or 'never'"),
+    ("NAS_KERNELS", "fastest", "NAS_KERNELS: 'fastest' is not one of tuned, reference"),
+])
+def test_a_bad_kernel_setting_is_one_line_exit_2_and_changes_nothing(variable, value, expected, workdir,
+                                                                      cifar10_root):
+    before = _snapshot(workdir)
+    env = dict(os.environ, NAS_CACHE=str(workdir / "cache"), **{variable: value})
+    out = subprocess.run([sys.executable, str(REPO / "search.py"), "--space", "se", "--study", "done",
+                          "--trials", "1", "--data", str(cifar10_root)],
+                         capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f"error: {expected}"], out.stderr
+    assert _snapshot(workdir) == before

@@ -8,6 +8,7 @@ compiling fails.
 from __future__ import annotations
 
 import copy
+import re
 import time
 import warnings
 
@@ -17,6 +18,7 @@ import torch
 from nas import device
 from nas.attention import create_attention
 from nas.attention import cbam as cbam_module
+from nas.errors import NasError
 
 from test_fast_attention import _reference_cbam
 
@@ -31,7 +33,7 @@ def _fresh_state(monkeypatch):
     monkeypatch.setattr(device, "_trained_choices", {})
     monkeypatch.setattr(device, "_compile_failure", None)
     monkeypatch.setattr(device, "_training_calls", {})
-    monkeypatch.setattr(device, "_COMPILE_AFTER_CALLS", 1)  # offered from the first call
+    monkeypatch.setenv("NAS_COMPILE_AFTER", "1")  # offered from the first call
 
 
 def _cbam(r=4, spatial_kernel=7):
@@ -150,14 +152,24 @@ def test_compiled_formulation_is_offered_only_where_it_can_pay(monkeypatch):
     monkeypatch.setenv("NAS_KERNELS", "reference")
     assert not device.compiled_worthwhile("op", (large,))
     monkeypatch.setenv("NAS_KERNELS", "tuned")
+    monkeypatch.setenv("NAS_COMPILE_AFTER", "never")
+    assert not device.compiled_worthwhile("op", (large,))
+    monkeypatch.setenv("NAS_COMPILE_AFTER", "1")
     monkeypatch.setattr(device, "_compile_failure", "no compiler")
     assert not device.compiled_worthwhile("op", (large,))
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "1.5"])
+def test_a_bad_compile_setting_is_named(value, monkeypatch):
+    monkeypatch.setenv("NAS_COMPILE_AFTER", value)
+    with pytest.raises(NasError, match=f"NAS_COMPILE_AFTER: '{re.escape(value)}' is not a positive number of calls or 'never'"):
+        device.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
 
 
 def test_a_short_run_never_compiles(monkeypatch):
     # only the K-th training call with one shape signature on is offered the
     # compiled formulation: a latency probe or a zero-cost score stays eager
-    monkeypatch.setattr(device, "_COMPILE_AFTER_CALLS", 3)
+    monkeypatch.setenv("NAS_COMPILE_AFTER", "3")
     offered = []
     original = cbam_module.run_fastest
 

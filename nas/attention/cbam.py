@@ -74,9 +74,11 @@ class CBAM(nn.Module):
         self.spatial_bn = nn.BatchNorm2d(1, eps=_BN_EPS, momentum=0.01)
 
     def _eager(self, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, conv_w: Tensor,
-               bn_w: Tensor, bn_b: Tensor) -> tuple[Tensor, Tensor]:
-        """:func:`_plain` with the kernels chosen op by op (and, outside
-        training, the spatial BN's running statistics)."""
+               bn_w: Tensor, bn_b: Tensor, batch_statistics: bool = False) -> tuple[Tensor, Tensor]:
+        """The module with the kernels chosen op by op. ``batch_statistics``:
+        as :func:`_plain`, the spatial BN normalising with the batch's
+        statistics and its running statistics left to the caller; otherwise
+        the BN module itself, in whatever mode it is in."""
         n, c = x.shape[:2]
         # both descriptors through the shared MLP in one pass: the 1x1 convs
         # as matrix products on n x C rows (oneDNN's conv on 1x1 maps costs
@@ -90,10 +92,10 @@ class CBAM(nn.Module):
         # product, and the module's output, stay in it
         spatial = run_fastest("conv2d", formulations(self.spatial), (channel_max_mean(x), conv_w),
                               conv_settings(self.spatial))
-        bn = self.spatial_bn
-        batch_stats = bn.training or bn.running_mean is None
-        gate = F.batch_norm(spatial, None if batch_stats else bn.running_mean,
-                            None if batch_stats else bn.running_var, bn_w, bn_b, batch_stats, 0.0, bn.eps)
+        if batch_statistics:
+            gate = F.batch_norm(spatial, None, None, bn_w, bn_b, True, 0.0, self.spatial_bn.eps)
+        else:
+            gate = self.spatial_bn(spatial)
         return times_map(x, gate.sigmoid().to(x.dtype)), spatial
 
     def _weights(self) -> tuple[Tensor, ...]:
@@ -122,14 +124,13 @@ class CBAM(nn.Module):
             # formulations (resnet20's CBAM, batch 128: the MLP's one hidden
             # unit at r 16, the spatial conv's weight behind the spatial BN's
             # nearly cancelling backward), where a broken kernel gives NaN
-            out = run_fastest("cbam", {"eager": keep_spatial(self._eager), "compiled": keep_spatial(_COMPILED)},
+            eager = keep_spatial(lambda *tensors: self._eager(*tensors, batch_statistics=True))
+            out = run_fastest("cbam", {"eager": eager, "compiled": keep_spatial(_COMPILED)},
                               (x, *weights), try_fp32=False, bounded=1)
-            spatial = found[0]
-        else:
-            out, spatial = self._eager(x, *weights)
-        if self.spatial_bn.training and self.spatial_bn.track_running_stats:
-            self._update_running_stats(spatial)
-        return out
+            if self.spatial_bn.track_running_stats:
+                self._update_running_stats(found[0])
+            return out
+        return self._eager(x, *weights)[0]
 
     @torch.no_grad()
     def _update_running_stats(self, spatial: Tensor) -> None:
