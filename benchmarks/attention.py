@@ -17,7 +17,7 @@ on one CPU.
 
 The table is a long training run's steady step, so compiled formulations
 (CBAM's, see ``nas.device``) are offered from the first call here
-(``NAS_COMPILE_AFTER=1`` unless set; the trainer's default waits 300 calls,
+(``NAS_COMPILE_AFTER=1`` unless set; the trainer's default waits 1000 calls,
 so that short runs never pay a compile); the warm-up steps pay the compiles.
 
     python benchmarks/attention.py [--batch-size 128] [--rounds 5] [--precision auto|fp32|bf16 ...]

@@ -482,12 +482,16 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 #     saves microseconds and the compile costs seconds; the suite's tiny
 #     models would pay it in every test), and from the N-th training call
 #     with the same shape signature in this process on (``NAS_COMPILE_AFTER``,
-#     default 300 calls: resnet20's 3 CBAMs a stage reach it at step 100;
-#     ``never`` turns compiling off): a short run (a latency probe, a
-#     zero-cost score, a 50-step benchmark) never compiles, since a cold
-#     compile (~5 s a stage shape) costs more than it can save there
-#     (measured: CBAM's 15-30 ms a step in bf16), while a search worker's
-#     later trials reuse what its first compiled.
+#     default 1000 calls: resnet20's 3 CBAMs a stage reach it at step 334;
+#     ``never`` turns compiling off). A compile is a bet on the calls still
+#     to come: it costs ~5 s a stage shape and saves ~5 ms a call (CBAM's
+#     first stage, bf16, batch 128), so it pays after ~1000 calls. Measured
+#     in fresh processes: compiling at the first call made 50-step runs
+#     0.62x as fast, at the 300th call 250-step runs 0.84-1.09x. So a short
+#     run (a latency probe, a zero-cost score, a benchmark, one trial) never
+#     compiles, and a search worker, whose trials run in one process, starts
+#     compiling once its trials have made 1000 calls with a shape and reuses
+#     the copies in every later trial.
 # Where compiling fails (no C++ compiler for inductor's CPU backend, an
 # unsupported platform) the first failure is reported once as a warning and
 # the plain formulation runs from then on. ``NAS_KERNELS=reference`` never
@@ -495,7 +499,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 # ``NAS_COMPILE_AFTER=never``.
 
 _COMPILE_MIN_ELEMENTS = 1 << 18
-_COMPILE_AFTER_CALLS = 300
+_COMPILE_AFTER_CALLS = 1000
 _compile_failure: str | None = None
 _training_calls: dict[tuple, int] = {}
 
@@ -508,7 +512,7 @@ def compile_failure() -> str | None:
 def compile_after() -> int | None:
     """From which training call of a shape signature compiled formulations
     are offered (``NAS_COMPILE_AFTER``: a positive number of calls, default
-    300, or ``never``: None)."""
+    1000, or ``never``: None)."""
     value = os.environ.get("NAS_COMPILE_AFTER", str(_COMPILE_AFTER_CALLS))
     if value == "never":
         return None
