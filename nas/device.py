@@ -449,8 +449,7 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
                 best = min(timed.values(), default=float("inf"))
                 timed[name, fp32] = _time_formulation(formulations[name], tensors, fp32, device_type, backward,
                                                       give_up=_GIVE_UP * best)
-        choice = _fastest_correct(formulations, tensors, timed, amp, device_type, backward, op,
-                                  bounded)
+        choice = _fastest_correct(formulations, tensors, timed, amp, device_type, backward, op, bounded)
         if backward:
             _trained_choices[_sans_batch(key, batched)] = choice
     _kernel_choices[key] = choice
@@ -475,8 +474,9 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 #     one shape's guards are never re-checked against another's;
 #   - the batch dim is dynamic from the first call, so the epoch's last,
 #     smaller batch does not compile again (measured: a batch-dynamic CBAM
-#     graph runs as fast as a static one; fully dynamic shapes do not: the
-#     shuffle attention graph ran 10x slower with symbolic channel counts);
+#     graph runs within 0.1-1 ms of a static one; fully dynamic shapes do
+#     not: a shuffle attention graph with symbolic channel counts ran ~30x
+#     slower than eager);
 #   - modules offer it only when autograd records (training), the map
 #     holds at least ``_COMPILE_MIN_ELEMENTS`` values (below that a step
 #     saves microseconds and the compile costs seconds; the suite's tiny
@@ -563,19 +563,18 @@ class CompiledFormulation:
         key = _sans_batch(kernel_key("compiled", tensors), self._batched)
         copy = self._copies.get(key)
         if copy is None:
-            # emulate_precision_casts: round every bf16 intermediate as eager
-            # does. Without it inductor keeps them in fp32, and a max's
-            # backward, which finds the max by comparing each value with it,
-            # compared an unrounded recomputation with the rounded max, found
-            # no match and divided by zero ties: CBAM's input gradient came
-            # out NaN under bf16 autocast (torch 2.14)
+            # inductor keeps bf16 intermediates in fp32 (its option
+            # emulate_precision_casts rounds them as eager does, at 1.5x the
+            # time for CBAM); a compiled function must not depend on that
+            # rounding (see CBAM's channel max)
             copy = self._copies[key] = torch.compile(_fresh_copy(self._fn), dynamic=False)
         for t in tensors[:self._batched]:
             torch._dynamo.maybe_mark_dynamic(t, 0)
         try:
             return copy(*tensors)
         except torch._dynamo.exc.TorchDynamoException as error:
-            _compile_failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            _compile_failure = f"{type(error).__name__}: {first_line}"
             warnings.warn(f"torch.compile failed here, so attention modules run uncompiled: {_compile_failure}",
                           RuntimeWarning, stacklevel=2)
             return self._fn(*tensors)

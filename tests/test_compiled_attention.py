@@ -162,7 +162,8 @@ def test_compiled_formulation_is_offered_only_where_it_can_pay(monkeypatch):
 @pytest.mark.parametrize("value", ["0", "-3", "soon", "1.5"])
 def test_a_bad_compile_setting_is_named(value, monkeypatch):
     monkeypatch.setenv("NAS_COMPILE_AFTER", value)
-    with pytest.raises(NasError, match=f"NAS_COMPILE_AFTER: '{re.escape(value)}' is not a positive number of calls or 'never'"):
+    expected = f"NAS_COMPILE_AFTER: '{re.escape(value)}' is not a positive number of calls or 'never'"
+    with pytest.raises(NasError, match=expected):
         device.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
 
 
