@@ -89,10 +89,13 @@ def _depthwise_then_sum(x: Tensor, weight: Tensor, bias: Tensor | None, stride: 
     return in_layout_of(summed, x)  # the reduction hands back a contiguous tensor
 
 
-def conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
+def conv2d(x: Tensor, conv: nn.Conv2d, weight: Tensor | None = None) -> Tensor:
     """``conv(x)`` (square kernel, int stride/padding/dilation), in the
-    fastest formulation (and precision, under autocast) for this shape."""
-    tensors = (x, conv.weight) if conv.bias is None else (x, conv.weight, conv.bias)
+    fastest formulation (and precision, under autocast) for this shape;
+    ``weight`` in place of ``conv.weight`` when the caller holds its own
+    handle on it (a formulation given detached copies to time)."""
+    weight = conv.weight if weight is None else weight
+    tensors = (x, weight) if conv.bias is None else (x, weight, conv.bias)
     return run_fastest("conv2d", formulations(conv), tensors, conv_settings(conv))
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..device import CompiledFormulation, compiled_worthwhile, run_fastest
 from ._broadcast import times_map
 from ._checks import check_choice, check_int
-from ._conv import conv_settings, formulations
+from ._conv import conv2d
 from ._pool import channel_max_mean, global_avg_pool, global_max_pool
 
 _BN_EPS = 1e-5
@@ -60,6 +60,18 @@ def _plain(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, conv_w: Te
 _COMPILED = CompiledFormulation(_plain)
 
 
+def _output_only(fn, found: list[Tensor]):
+    """``fn`` (returning the output and the spatial conv's output) as a
+    formulation for :func:`nas.device.run_fastest`, which times and checks
+    one output: the spatial map of the last call is kept in ``found``."""
+    def formulation(*tensors: Tensor) -> Tensor:
+        out, spatial = fn(*tensors)
+        found[:] = [spatial]
+        return out
+    formulation.compiles = getattr(fn, "compiles", False)
+    return formulation
+
+
 class CBAM(nn.Module):
     kind = "gate"
 
@@ -90,8 +102,7 @@ class CBAM(nn.Module):
         # the 2 -> 1 channel conv through the measured choice, which may run
         # it in fp32 under autocast; the gate goes back to x's dtype so the
         # product, and the module's output, stay in it
-        spatial = run_fastest("conv2d", formulations(self.spatial), (channel_max_mean(x), conv_w),
-                              conv_settings(self.spatial))
+        spatial = conv2d(channel_max_mean(x), self.spatial, conv_w)
         if batch_statistics:
             gate = F.batch_norm(spatial, None, None, bn_w, bn_b, True, 0.0, self.spatial_bn.eps)
         else:
@@ -109,23 +120,14 @@ class CBAM(nn.Module):
         weights = self._weights()
         if self.spatial_bn.training and compiled_worthwhile("cbam", (x, *weights)):
             found: list[Tensor] = []
-
-            def keep_spatial(fn):
-                def formulation(*tensors: Tensor) -> Tensor:
-                    out, spatial = fn(*tensors)
-                    found[:] = [spatial]
-                    return out
-                formulation.compiles = getattr(fn, "compiles", False)
-                return formulation
-
             # the check against fp32 (nas.device) bounds the output's and the
             # input gradient's error; the weights' gradients need only be
             # finite: in bf16 they stray up to 0.5 from fp32 in both
             # formulations (resnet20's CBAM, batch 128: the MLP's one hidden
             # unit at r 16, the spatial conv's weight behind the spatial BN's
             # nearly cancelling backward), where a broken kernel gives NaN
-            eager = keep_spatial(lambda *tensors: self._eager(*tensors, batch_statistics=True))
-            out = run_fastest("cbam", {"eager": eager, "compiled": keep_spatial(_COMPILED)},
+            eager = _output_only(lambda *tensors: self._eager(*tensors, batch_statistics=True), found)
+            out = run_fastest("cbam", {"eager": eager, "compiled": _output_only(_COMPILED, found)},
                               (x, *weights), try_fp32=False, bounded=1)
             if self.spatial_bn.track_running_stats:
                 self._update_running_stats(found[0])
