@@ -261,6 +261,13 @@ _GIVE_UP = 3.0
 # costs ~0.4 %, a broken kernel gives NaN or errors of order 1
 _TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
 _LOW_PRECISION_TOLERANCE = 0.05
+# ... except where rounding alone costs more: a batch norm's backward over a
+# map whose values sit far from their mean amplifies bf16's rounding (CBAM's
+# spatial gate on 8x8 maps: the input gradient of the module in plain bf16
+# autocast 6.9 % from fp32, and 6.8 % compiled). A low-precision formulation
+# may then stray as far as twice what the plain formulation's own rounding
+# costs, as long as that stays below what only a broken kernel gives
+_BROKEN = 0.25
 
 
 def kernel_mode() -> str:
@@ -392,23 +399,35 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
     reference = _results(formulations[names[0]], tensors, True, device_type, backward, amp)
     # inputs already non-finite (a diverging run) leave nothing to check against
     checkable = all(t is None or bool(torch.isfinite(t).all()) for t in reference)
+    errors: dict[tuple[str, bool], tuple[float, torch.dtype]] = {}
     checked: dict[tuple[str, bool], bool] = {}
 
-    def correct(candidate: tuple[str, bool]) -> bool:
-        if checkable and candidate not in checked:
+    def error(candidate: tuple[str, bool]) -> tuple[float, torch.dtype]:
+        if candidate not in errors:
             name, fp32 = candidate
             got = _results(formulations[name], tensors, fp32, device_type, backward, amp)
             kept = len(got) if bounded is None else 1 + bounded
-            bound = _TOLERANCE.get(got[0].dtype, _LOW_PRECISION_TOLERANCE)
-            checked[candidate] = (_error(got[:kept], reference[:kept]) <= bound
-                                  and all(g is not None and bool(torch.isfinite(g).all()) for g in got[kept:]))
+            finite = all(g is not None and bool(torch.isfinite(g).all()) for g in got[kept:])
+            errors[candidate] = (_error(got[:kept], reference[:kept]) if finite else float("inf"), got[0].dtype)
+        return errors[candidate]
+
+    def correct(candidate: tuple[str, bool]) -> bool:
+        if checkable and candidate not in checked:
+            err, dtype = error(candidate)
+            bound = _TOLERANCE.get(dtype)
+            if bound is None:  # low precision: allow what rounding costs here, unless the plain kernel is broken
+                rounding = error(plain)[0]
+                bound = min(_BROKEN, max(_LOW_PRECISION_TOLERANCE, 2 * rounding)) if rounding <= _BROKEN \
+                    else _LOW_PRECISION_TOLERANCE
+            checked[candidate] = err <= bound
         return checked.get(candidate, True)
 
     ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one
     fastest = next((c for c in ranked if correct(c)), None)
     if fastest is None:
+        measured = ", ".join(f"{name}{' in fp32' if fp32 else ''} {err:.3g}" for (name, fp32), (err, _) in errors.items())
         raise NasError(f"kernel choice for {op}: no formulation of {', '.join(names)} matches the plain one in "
-                       f"fp32 on shapes {[tuple(t.shape) for t in tensors]}")
+                       f"fp32 on shapes {[tuple(t.shape) for t in tensors]} (relative errors: {measured})")
     # the plain one is timed first, so never given up on
     return plain if correct(plain) and not timed[fastest] < _MIN_GAIN * timed[plain] else fastest
 

@@ -18,6 +18,7 @@ import torch
 from nas import device
 from nas.attention import create_attention
 from nas.attention import cbam as cbam_module
+from nas.attention._conv import ROW_PRODUCT_MAX_WIDTH, maps_to_one_by_row_products
 from nas.errors import NasError
 
 from test_fast_attention import _reference_cbam
@@ -243,3 +244,60 @@ def test_a_compiling_formulation_is_timed_however_long_its_first_run():
     calls.clear()
     slow_first.compiles = True
     assert device._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) < 0.05
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_cbam_splits_tied_channel_maxima_like_its_reference(precision):
+    # inputs of a few distinct values: at most pixels several channels share
+    # the max (in bf16 ties are common on real maps too); the max's gradient
+    # must stay finite and be split among them as the eager path splits it
+    m = _cbam()
+    m = m.to(memory_format=torch.channels_last)
+    with torch.no_grad():  # equal channel gates, so tied inputs stay tied after them
+        m.fc2.weight.zero_()
+        m.fc2.bias.zero_()
+    torch.manual_seed(2)
+    x = torch.randint(-2, 3, (BATCH, CHANNELS, SIZE, SIZE)).float().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape).contiguous(memory_format=torch.channels_last)
+    reference = copy.deepcopy(m)
+    want = _step(_reference_cbam, reference, x, grad, precision)
+    got = _step(_pinned("compiled"), m, x, grad, precision)
+    assert device.compile_failure() is None
+    assert bool(torch.isfinite(got[1]).all())
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    assert _relative(got[0], want[0]) < tol
+    assert _relative(got[1], want[1]) < tol
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("height, width", [(32, 32), (7, 12), (16, 3)])
+def test_spatial_conv_as_row_products_equals_the_conv(kernel, height, width):
+    torch.manual_seed(3)
+    maps = torch.randn(3, 2, height, width, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(1, 2, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 1, height, width, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(maps, weight, padding=kernel // 2)
+    want_grads = torch.autograd.grad(want, (maps, weight), grad)
+    got = maps_to_one_by_row_products(list(maps.unbind(1)), weight)
+    got_grads = torch.autograd.grad(got, (maps, weight), grad)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-12)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, atol=1e-12)
+
+
+def test_compiled_cbam_on_maps_wider_than_the_row_products_pay_for():
+    # past ROW_PRODUCT_MAX_WIDTH the compiled graph keeps the conv
+    size = ROW_PRODUCT_MAX_WIDTH + 8
+    m = _cbam().to(memory_format=torch.channels_last)
+    torch.manual_seed(4)
+    x = torch.randn(BATCH, CHANNELS, size, size).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(x.shape).contiguous(memory_format=torch.channels_last)
+    reference = copy.deepcopy(m)
+    exact = _step(_reference_cbam, reference, x, grad, "fp32")
+    reference.load_state_dict(m.state_dict())
+    rounded = _step(_reference_cbam, reference, x, grad, "bf16")
+    got = _step(_pinned("compiled"), m, x, grad, "bf16")
+    assert device.compile_failure() is None
+    for new, old, truth in zip(got[:2], rounded[:2], exact[:2]):
+        assert _relative(new, truth) <= 2 * _relative(old, truth) + 1e-3

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..device import CompiledFormulation, compiled_worthwhile, run_fastest
 from ._broadcast import times_map
 from ._checks import check_choice, check_int
-from ._conv import conv2d
+from ._conv import ROW_PRODUCT_MAX_WIDTH, conv2d, maps_to_one_by_row_products
 from ._pool import channel_max_mean, global_avg_pool, global_max_pool
 
 _BN_EPS = 1e-5
@@ -43,16 +43,21 @@ def _plain(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, conv_w: Te
     pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))])
     hidden = F.relu(F.linear(pooled, w1, b1))
     avg, top = F.linear(hidden, w2, b2).view(2, n, c, 1, 1)
-    x = x * (avg + top).sigmoid().to(x.dtype)
-    # max with indices, not amax: inductor keeps bf16 intermediates in fp32,
-    # and amax's backward, which finds the max by comparing each value with
-    # it, compared an unrounded recomputation of x with the rounded max,
-    # found no match and divided by zero (NaN input gradients under bf16
-    # autocast, torch 2.14). The values are the same; where channels tie
-    # for the max, the gradient goes to one of them instead of being split
-    # (both are gradients of the max)
-    descriptor = torch.cat([x.max(1, keepdim=True).values, x.mean(1, keepdim=True)], 1)
-    spatial = F.conv2d(descriptor, conv_w, padding=conv_w.shape[-1] // 2)
+    # the channel-gated map in fp32, and the channel max taken on it: inductor
+    # keeps bf16 intermediates in fp32 anyway, and amax's backward finds the
+    # max by comparing each value with it, so value and max must be rounded
+    # alike. With the max rounded to bf16 and the product recomputed
+    # unrounded for the backward, no value matched and the gradient was NaN
+    # (torch 2.14). Max with indices avoided that but recomputed an argmax in
+    # the backward, ~15 % of the module's time here (AMD EPYC, bf16). Ties
+    # split the gradient evenly, as the eager path's channel max does
+    gated = x.float() * (avg + top).sigmoid().to(x.dtype).float()
+    planes = [gated.amax(1), gated.mean(1)]
+    x = gated.to(x.dtype)
+    if x.shape[-1] <= ROW_PRODUCT_MAX_WIDTH:
+        spatial = maps_to_one_by_row_products(planes, conv_w)
+    else:
+        spatial = F.conv2d(torch.stack(planes, 1), conv_w, padding=conv_w.shape[-1] // 2)
     gate = F.batch_norm(spatial, None, None, bn_w, bn_b, True, 0.0, _BN_EPS).sigmoid()
     return x * gate.to(x.dtype), spatial
 
