@@ -507,10 +507,16 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
 #     first stage, bf16, batch 128), so it pays after ~1000 calls. Measured
 #     in fresh processes: compiling at the first call made 50-step runs
 #     0.62x as fast, at the 300th call 250-step runs 0.84-1.09x. So a short
-#     run (a latency probe, a zero-cost score, a benchmark, one trial) never
-#     compiles, and a search worker, whose trials run in one process, starts
-#     compiling once its trials have made 1000 calls with a shape and reuses
-#     the copies in every later trial.
+#     run (a zero-cost score, a benchmark, one trial) never compiles, and a
+#     search worker, whose trials run in one process, starts compiling once
+#     its trials have made 1000 calls with a shape and reuses the copies in
+#     every later trial.
+#   - a measurement that stands for a long run's step (the latency
+#     objective, :func:`steady_state`) is made as the long run will run:
+#     compiled formulations offered from its first call, whatever the
+#     process did before. Counting its calls instead made a design's latency
+#     depend on when in the search it was measured (eager before the
+#     1000th call, compiled after it).
 # Where compiling fails (no C++ compiler for inductor's CPU backend, an
 # unsupported platform) the first failure is reported once as a warning and
 # the plain formulation runs from then on. ``NAS_KERNELS=reference`` never
@@ -521,6 +527,7 @@ _COMPILE_MIN_ELEMENTS = 1 << 18
 _COMPILE_AFTER_CALLS = 1000
 _compile_failure: str | None = None
 _training_calls: dict[tuple, int] = {}
+_steady_state_depth = 0
 
 
 def compile_failure() -> str | None:
@@ -540,6 +547,20 @@ def compile_after() -> int | None:
     return int(value)
 
 
+@contextlib.contextmanager
+def steady_state():
+    """Within it, compiled formulations are offered from the first call
+    (unless compiling is off or has failed), and the calls do not count
+    toward ``NAS_COMPILE_AFTER``: for measuring a step as a long run takes
+    it once past its compiles."""
+    global _steady_state_depth
+    _steady_state_depth += 1
+    try:
+        yield
+    finally:
+        _steady_state_depth -= 1
+
+
 def compiled_worthwhile(op: str, tensors: tuple[torch.Tensor, ...]) -> bool:
     """Whether a module should offer a compiled formulation of ``op`` for
     ``tensors`` (its input first): on CPU, with autograd recording, a large
@@ -553,6 +574,8 @@ def compiled_worthwhile(op: str, tensors: tuple[torch.Tensor, ...]) -> bool:
     after = compile_after()
     if after is None:
         return False
+    if _steady_state_depth:
+        return True
     key = _sans_batch(kernel_key(op, tensors))
     calls = _training_calls[key] = _training_calls.get(key, 0) + 1
     return calls >= after

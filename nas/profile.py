@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from .device import reference_kernels, resolve_runtime
+from .device import reference_kernels, resolve_runtime, steady_state
 from .models import count_parameters
 
 _aten = torch.ops.aten
@@ -150,7 +150,11 @@ def measure_step_latency(model: nn.Module, shape: tuple[int, ...], batch_size: i
     Runs on a copy, so ``model``'s weights, batch-norm statistics and the
     global random state are untouched. The ``warmup`` steps first pay for
     allocation and for choosing kernels (:func:`nas.device.run_fastest`),
-    once per architecture as in a trial, and are not counted."""
+    once per architecture as in a trial, and are not counted. Compiled
+    formulations (CBAM's) are offered from the first step
+    (:func:`nas.device.steady_state`), as a search runs them once past its
+    first 1000 calls with a shape: the latency is the step's cost in a long
+    run, the same whenever in a search it is measured."""
     runtime = runtime or resolve_runtime()
     dev = runtime.device
     net = copy.deepcopy(model).to(dev).to(memory_format=torch.channels_last).train()
@@ -159,17 +163,18 @@ def measure_step_latency(model: nn.Module, shape: tuple[int, ...], batch_size: i
     y = torch.randint(0, 2, (batch_size,), generator=generator).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     times = []
-    for i in range(warmup + steps):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
-        with runtime.autocast():
-            loss = torch.nn.functional.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
+    with steady_state():
+        for i in range(warmup + steps):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            with runtime.autocast():
+                loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)

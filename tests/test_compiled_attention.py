@@ -19,7 +19,9 @@ from nas import device
 from nas.attention import create_attention
 from nas.attention import cbam as cbam_module
 from nas.attention._conv import ROW_PRODUCT_MAX_WIDTH, maps_to_one_by_row_products
+from nas.device import resolve_runtime
 from nas.errors import NasError
+from nas.profile import measure_step_latency
 
 from test_fast_attention import _reference_cbam
 
@@ -301,3 +303,28 @@ def test_compiled_cbam_on_maps_wider_than_the_row_products_pay_for():
     assert device.compile_failure() is None
     for new, old, truth in zip(got[:2], rounded[:2], exact[:2]):
         assert _relative(new, truth) <= 2 * _relative(old, truth) + 1e-3
+
+
+@pytest.mark.parametrize("after", ["1000", "never"])
+def test_latency_is_measured_as_a_long_run_steps(after, monkeypatch):
+    # the latency objective stands for a step of a long run: the compiled
+    # formulation is on offer from the probe's first step (unless compiling
+    # is off), and the probe's calls do not count toward the 1000-call rule,
+    # so a design's latency does not depend on what the process ran before
+    monkeypatch.setenv("NAS_COMPILE_AFTER", after)
+    offered = []
+
+    def spy(op, formulations, tensors, **kwargs):  # records the offer, runs eager (no compile here)
+        offered.append((op, sorted(formulations)))
+        return formulations["eager"](*tensors)
+
+    monkeypatch.setattr(cbam_module, "run_fastest", spy)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, CHANNELS, 3, padding=1), create_attention("cbam", CHANNELS, r=4),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(CHANNELS, 2))
+    latency = measure_step_latency(model, (3, SIZE, SIZE), BATCH, resolve_runtime("cpu", "fp32"), steps=2, warmup=1)
+    assert latency > 0
+    assert offered == ([("cbam", ["compiled", "eager"])] * 3 if after == "1000" else [])
+    assert device._training_calls == {}
+    offered.clear()
+    model.train()(torch.randn(BATCH, 3, SIZE, SIZE))  # outside the probe the call-count rule holds again
+    assert offered == []
