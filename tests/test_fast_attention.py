@@ -418,14 +418,38 @@ def test_cbam_output_keeps_the_autocast_dtype():
 
 
 def test_sa_output_keeps_the_autocast_dtype():
-    """SA's gates are fp32 under autocast (fp32 parameters, GroupNorm on
-    autocast's fp32 list); the products, and so the module's output, stay
-    in the feature map's dtype."""
+    """SA's channel gate is fp32 under autocast (fp32 parameters), its
+    spatial gate in the map's dtype; the products, and so the module's
+    output, stay in the feature map's dtype."""
     m = create_attention("sa", 32, groups=4).train().to(memory_format=torch.channels_last)
     x = torch.randn(4, 32, 8, 8).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = m(torch.nn.functional.conv2d(x, torch.randn(32, 32, 1, 1)))
     assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_sa_spatial_gate_is_computed_in_the_maps_dtype():
+    # the full-size spatial gate used to be promoted to fp32 by SA's fp32
+    # parameters and cast back: under bf16 autocast it is computed in bf16,
+    # on an fp32 map in fp32 (checked on the dtype of every full-size sigmoid)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sigmoids(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.sigmoid.default and args[0].shape[-1] > 1:
+                self.dtypes.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    m = create_attention("sa", 32, groups=4).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+    for dtype in (torch.bfloat16, torch.float32):  # a bf16 map under bf16 autocast; an fp32 map
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16), Sigmoids() as seen:
+            m(x.to(dtype))
+        assert seen.dtypes == [dtype]
 
 
 class _NanGradient(torch.autograd.Function):
