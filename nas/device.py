@@ -400,7 +400,6 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
     # inputs already non-finite (a diverging run) leave nothing to check against
     checkable = all(t is None or bool(torch.isfinite(t).all()) for t in reference)
     errors: dict[tuple[str, bool], tuple[float, torch.dtype]] = {}
-    checked: dict[tuple[str, bool], bool] = {}
 
     def error(candidate: tuple[str, bool]) -> tuple[float, torch.dtype]:
         if candidate not in errors:
@@ -412,15 +411,15 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
         return errors[candidate]
 
     def correct(candidate: tuple[str, bool]) -> bool:
-        if checkable and candidate not in checked:
-            err, dtype = error(candidate)
-            bound = _TOLERANCE.get(dtype)
-            if bound is None:  # low precision: allow what rounding costs here, unless the plain kernel is broken
-                rounding = error(plain)[0]
-                bound = min(_BROKEN, max(_LOW_PRECISION_TOLERANCE, 2 * rounding)) if rounding <= _BROKEN \
-                    else _LOW_PRECISION_TOLERANCE
-            checked[candidate] = err <= bound
-        return checked.get(candidate, True)
+        if not checkable:
+            return True
+        err, dtype = error(candidate)
+        bound = _TOLERANCE.get(dtype)
+        if bound is None:  # low precision: allow what rounding costs here, unless the plain kernel is broken
+            rounding = error(plain)[0]
+            bound = min(_BROKEN, max(_LOW_PRECISION_TOLERANCE, 2 * rounding)) if rounding <= _BROKEN \
+                else _LOW_PRECISION_TOLERANCE
+        return err <= bound
 
     ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one
     fastest = next((c for c in ranked if correct(c)), None)

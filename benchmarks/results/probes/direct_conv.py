@@ -5,7 +5,8 @@ branches). Stride 1, 'same' padding, any dilation, input channels a multiple
 of 16 and 1, 2, 4, 8 or 16 inputs per group; fp32 arithmetic, fp32 or bf16
 tensors. Written to find out whether PSA's <= 2.0x target is within reach
 of a hand-written kernel; `direct_conv_probe.py` beside it checks it against
-the conv and times it against what `nas.device.run_fastest` chooses.
+the conv and times it against what `nas.device.run_fastest` chooses. The
+shape limits are not checked (a probe).
 
 One AVX-512 vector holds 16 input channels of a pixel, i.e. 16 / cg whole
 groups, so every lane of every multiply-add is useful work, and a group's
@@ -224,38 +225,19 @@ torch::Tensor backward_weight(torch::Tensor x, torch::Tensor g, int64_t K, int64
 
 _LANES = 16
 _extension = None
-_failure: str | None = None
 
 
 def _load():
-    """The compiled extension, or None (its build failed: warned once)."""
-    global _extension, _failure
-    if _extension is None and _failure is None:
-        try:
-            from torch.utils.cpp_extension import load_inline
-            with warnings.catch_warnings():  # torch's note that no CUDA runtime exists
-                warnings.simplefilter("ignore")
-                _extension = load_inline("nas_direct_conv", cpp_sources=_SOURCE,
-                                         functions=["forward", "backward_input", "backward_weight"],
-                                         extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                                         extra_ldflags=["-fopenmp"])
-        except Exception as error:  # noqa: BLE001 - any build failure means: not offered
-            _failure = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
-            warnings.warn(f"the direct grouped-conv kernel could not be built ({_failure}); "
-                          "oneDNN's kernels run instead", RuntimeWarning, stacklevel=3)
+    """The compiled extension (built on the first call, then cached)."""
+    global _extension
+    if _extension is None:
+        from torch.utils.cpp_extension import load_inline
+        with warnings.catch_warnings():  # torch's note that no CUDA runtime exists
+            warnings.simplefilter("ignore")
+            _extension = load_inline("nas_direct_conv", cpp_sources=_SOURCE,
+                                     functions=["forward", "backward_input", "backward_weight"],
+                                     extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
     return _extension
-
-
-def applies(x: Tensor, weight: Tensor, stride: int, padding: int, dilation: int, groups: int) -> bool:
-    """Whether :func:`direct_conv` computes this conv: CPU, stride 1, 'same'
-    padding, input channels a multiple of 16, 1-16 inputs per group dividing
-    16, more than one group, and a compiler that built the kernel."""
-    channels = x.shape[1]
-    k = weight.shape[-1]
-    per_group = channels // groups
-    return (x.device.type == "cpu" and x.dim() == 4 and stride == 1 and weight.shape[-2] == k
-            and padding == dilation * (k - 1) // 2 and (k - 1) % 2 == 0 and groups > 1
-            and channels % _LANES == 0 and _LANES % per_group == 0 and _load() is not None)
 
 
 def _lane_weights(weight: Tensor, groups: int) -> Tensor:
@@ -315,6 +297,6 @@ class _DirectConv(torch.autograd.Function):
 
 def direct_conv(x: Tensor, weight: Tensor, dilation: int, groups: int) -> Tensor:
     """``F.conv2d(x, weight, None, 1, dilation (k - 1) / 2, dilation, groups)``
-    by the direct kernel (see :func:`applies`), in x's dtype and channels_last
+    by the direct kernel (the shapes of the module docstring), in x's dtype and channels_last
     memory."""
     return _DirectConv.apply(x, weight, dilation, groups)
