@@ -12,16 +12,42 @@ and optuna-dashboard shows them. The analysis then compares every
 fidelity measured for this sample, each rung of it, and every zero-cost
 score against the reference's seed means:
 
-* Kendall tau (tau-b, ties handled) and Spearman rho, from scipy, with a
-  bootstrap interval over architectures (scipy's ``bootstrap``, paired);
+* Kendall tau (tau-b, ties handled) and Spearman rho, from scipy;
 * tau with 1..S seeds averaged (the mean over every choice of k of the S
-  seeds), so the number of seeds a front point needs is measured too;
+  seeds), so the number of seeds a front point needs is measured too, each
+  with a percentile bootstrap interval (:data:`INTERVAL`) over architectures
+  resampled in pairs (:func:`seeds_intervals`; seeded, so the same data
+  print the same intervals);
 * the pooled seed std, and whether the reference's best architecture is in
-  the fidelity's top 3.
+  the fidelity's top 3;
+* the reference's agreement with itself (:func:`self_agreement`, tau
+  between its seeds) and what that bounds (:func:`tau_ceiling`): a proxy's
+  tau against the mean of the reference's S seeds cannot be expected above
+  that of a noise-free proxy, 2/pi asin(sqrt(r_S)), where r_S = S r / (1 +
+  (S - 1) r) is the Spearman-Brown reliability of the S-seed mean and r =
+  sin(pi tau_self / 2) the seeds' correlation (Greiner's relation, a normal
+  model); roughly, as the self-agreement is itself measured on the sample.
 
-It recommends the cheapest (fidelity, seeds) whose tau reaches ``--target``
-and ``--write`` puts it into the space file (``rungs``, ``subset``,
-``val_size``, ``repeats``).
+The rule. A (fidelity, seeds) counts only if the LOWER END of its tau
+interval reaches the target, so a recommended fidelity is one whose tau is
+at least the target with about 95 % confidence (one-sided, the interval
+being a two-sided 90 % one), not one whose point estimate happened to cross
+it; :func:`recommend` takes the cheapest of those (images per seed x
+seeds). The target (:func:`choose_target`): ``--target``, or by default
+min(0.7, 0.8 x the reference's self-agreement). The default derives from
+the reference because a fixed 0.7 can ask more of a proxy than the
+reference gives itself (two of its seeds agree at 0.571 on ``sk`` and
+``mixed``), and a proxy that orders the architectures nearly as
+consistently as a retraining of the reference does is as good as this
+reference can tell; 0.8 of the self-agreement, not the ceiling, because the
+lower end lies some 0.3 below the point estimate with 8 architectures, so a
+target near the ceiling could not be shown even by a perfect proxy. With one seed the self-agreement is not measured and the
+default is 0.7; with a reference whose seeds do not agree (tau <= 0) there
+is no default and nothing is recommended. An explicit ``--target`` above the
+self-agreement or the ceiling gets a one-line warning.
+
+``--write`` puts the recommendation into the space file (``rungs``,
+``subset``, ``val_size``, ``repeats``).
 """
 from __future__ import annotations
 
@@ -60,6 +86,12 @@ INTERVAL = 0.9
 REFERENCE_SEED_OFFSET = 1000
 #: --seeds at most (tau is averaged over every choice of k of the seeds)
 MAX_SEEDS = 8
+#: bootstrap resamples of each interval (the draws are seeded: see :func:`bootstrap_indices`)
+RESAMPLES = 2000
+#: the default target is at most this Kendall tau (the fixed default before it derived from the reference)
+TARGET_CAP = 0.7
+#: ... and this fraction of the reference's self-agreement (module docstring)
+TARGET_FRACTION = 0.8
 
 
 @dataclass
@@ -73,7 +105,9 @@ class CalibrationRun:
     seeds: int = 2
     reference_epochs: float = REFERENCE_EPOCHS
     reference_subset: int | None = REFERENCE_SUBSET
-    target: float = 0.7
+    #: the Kendall tau the lower end of a fidelity's interval must reach; None: derived from the
+    #: reference's self-agreement (:func:`choose_target`)
+    target: float | None = None
     data: str | None = None
     device: str | None = None
     precision: str = "auto"
@@ -92,14 +126,23 @@ class Row:
     images: int  # per seed and architecture (0 for a score)
     seed_std: float | None  # pooled over architectures, in accuracy
     taus: list[float]  # tau with k = 1..S seeds averaged
-    tau_interval: tuple[float, float]
+    tau_interval: tuple[float, float]  # the interval of taus[-1] (all seeds)
     rho: float
     best_in_top3: bool
     fidelity: Fidelity | None = None
+    #: the interval of each of taus (k = 1..S seeds), as :func:`seeds_intervals` gives them
+    tau_intervals: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def tau(self) -> float:
         return self.taus[-1]
+
+    def interval(self, k: int) -> tuple[float, float]:
+        """The interval of tau with ``k`` seeds averaged ((nan, nan) where
+        none was computed)."""
+        if len(self.tau_intervals) == len(self.taus):
+            return self.tau_intervals[k - 1]
+        return self.tau_interval if k == len(self.taus) else (math.nan, math.nan)
 
 
 @dataclass
@@ -110,13 +153,19 @@ class Calibration:
     reference_means: list[float]
     rows: list[Row]
     recommendation: tuple[Row, int] | None
-    target: float
+    #: the target the recommendation used (None: none, the reference's seeds do not agree)
+    target: float | None
     failed: list[str] = field(default_factory=list)
     #: what the analysis left out and why (a budget or rung not measured by every training)
     notes: list[str] = field(default_factory=list)
     reference_seed_std: float | None = None
     #: Kendall tau between the reference's own seeds (:func:`self_agreement`)
     reference_self_tau: float | None = None
+    #: the most a proxy's tau against the reference's seed mean can be expected to reach (:func:`tau_ceiling`)
+    reference_ceiling: float | None = None
+    #: where the target came from, and a warning when an explicit one is above what the reference allows
+    target_source: str = ""
+    target_warning: str | None = None
 
 
 # --------------------------------------------------------------------------- the sample
@@ -173,25 +222,91 @@ def rank_agreement(predicted: list[float], reference: list[float]) -> tuple[floa
     return float(tau), float(rho)
 
 
-def tau_interval(predicted: list[float], reference: list[float], resamples: int = 2000,
+def tau_interval(predicted: list[float], reference: list[float], resamples: int = RESAMPLES,
                  seed: int = 0) -> tuple[float, float]:
     """A percentile bootstrap interval (:data:`INTERVAL`) of Kendall tau
-    over architectures resampled with replacement (resamples in which a
-    side is constant have no tau and are left out)."""
-    if len(predicted) < 3:
+    over architectures resampled with replacement, in pairs (resamples in
+    which a side is constant have no tau and are left out); the interval
+    :func:`seeds_intervals` gives one seed column."""
+    return seeds_intervals(np.asarray(predicted, float).reshape(-1, 1), reference, resamples, seed)[0]
+
+
+def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """The architectures each resample draws (resamples x n), the same for
+    the same arguments: the draws of scipy's paired ``bootstrap`` with
+    ``rng=np.random.default_rng(seed)``, which computed these intervals
+    before they were vectorised."""
+    return np.random.default_rng(seed).integers(0, n, (resamples, n))
+
+
+def _pair_signs(ranks: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return np.sign(ranks[:, pairs[0]] - ranks[:, pairs[1]]).astype(np.int8)
+
+
+def _resampled_taus(columns: list[np.ndarray], reference: list[float], idx: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of each column against ``reference`` in each resample
+    ``idx`` (columns x resamples; nan where a side is constant, or where a
+    column holds nan), counted over pairs as scipy's ``kendalltau`` counts
+    them: (concordant - discordant) / sqrt(pairs untied in x * pairs untied
+    in y), a drawn architecture paired with a copy of itself tied on both
+    sides. Values are replaced by their ranks first (infinite scores order
+    as scipy orders them)."""
+    n = idx.shape[1]
+    pairs = np.triu_indices(n, 1)
+    out = np.full((len(columns), len(idx)), math.nan)
+    reference = np.asarray(reference, float)
+    if np.isnan(reference).any():
+        return out
+    ref_ranks = stats.rankdata(reference)
+    col_ranks = [None if np.isnan(c).any() else stats.rankdata(c) for c in columns]
+    chunk = max(1, 4_000_000 // max(1, len(pairs[0])))
+    for start in range(0, len(idx), chunk):
+        rows = idx[start:start + chunk]
+        sy = _pair_signs(ref_ranks[rows], pairs)
+        untied_y = np.abs(sy).sum(axis=1)
+        for c, ranks in enumerate(col_ranks):
+            if ranks is None:
+                continue
+            sx = _pair_signs(ranks[rows], pairs)
+            denominator = np.sqrt(np.abs(sx).sum(axis=1) * untied_y.astype(float))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tau = (sx * sy).sum(axis=1) / denominator
+            out[c, start:start + chunk] = np.where(denominator > 0, tau, math.nan)
+    return out
+
+
+def _percentile_interval(distribution: np.ndarray) -> tuple[float, float]:
+    if np.isnan(distribution).all():
         return (math.nan, math.nan)
-
-    def tau(x, y):
-        return stats.kendalltau(x, y).statistic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = stats.bootstrap((np.asarray(predicted, float), np.asarray(reference, float)), tau, paired=True,
-                                 vectorized=False, n_resamples=resamples, method="percentile",
-                                 rng=np.random.default_rng(seed))
-        tail = (1 - INTERVAL) / 2 * 100
-        lo, hi = np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail])
+    tail = (1 - INTERVAL) / 2 * 100
+    lo, hi = np.nanpercentile(distribution, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def seeds_intervals(per_seed: np.ndarray, reference: list[float], resamples: int = RESAMPLES,
+                    seed: int = 0) -> list[tuple[float, float]]:
+    """A percentile bootstrap interval (:data:`INTERVAL`) of each tau
+    :func:`seeds_taus` gives (k = 1..S seeds averaged): the architectures
+    (rows of ``per_seed`` with their reference value) are resampled with
+    replacement, and in each resample the statistic is computed as the point
+    estimate is, the mean over every choice of k seed columns of the tau of
+    their mean. Every k and every row of a calibration see the same
+    resamples (``seed``), so the output is reproducible and the intervals
+    of one table are comparable. (nan, nan) with fewer than 3
+    architectures."""
+    n, s = per_seed.shape
+    if n < 3:
+        return [(math.nan, math.nan)] * s
+    idx = bootstrap_indices(n, resamples, seed)
+    intervals = []
+    for k in range(1, s + 1):
+        columns = [per_seed[:, list(c)].mean(axis=1) for c in itertools.combinations(range(s), k)]
+        taus = _resampled_taus(columns, reference, idx)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a resample with no tau in any choice: nan, left out
+            distribution = np.nanmean(taus, axis=0)
+        intervals.append(_percentile_interval(distribution))
+    return intervals
 
 
 def seeds_taus(per_seed: np.ndarray, reference: list[float]) -> list[float]:
@@ -220,6 +335,66 @@ def self_agreement(per_seed: np.ndarray) -> float | None:
     return None if all(math.isnan(v) for v in values) else float(np.nanmean(values))
 
 
+def tau_ceiling(self_tau: float | None, seeds: int) -> float | None:
+    """The Kendall tau a noise-free proxy would reach against the mean of
+    ``seeds`` reference seeds whose pairs agree at ``self_tau``: no proxy
+    can be expected above it. Under a normal model a tau is a correlation r
+    = sin(pi tau / 2) (Greiner's relation); the mean of S seeds has the
+    Spearman-Brown reliability r_S = S r / (1 + (S - 1) r), and what is
+    free of noise correlates with it at sqrt(r_S): the ceiling is 2/pi
+    asin(sqrt(r_S)). With one seed (r_S = r) it is 2/pi asin(sqrt(r)),
+    above ``self_tau`` itself: a second seed of the reference is noisy too.
+    None when ``self_tau`` is (one seed); 0 when the seeds do not agree."""
+    if self_tau is None or math.isnan(self_tau):
+        return None
+    if self_tau <= 0:
+        return 0.0
+    r = math.sin(math.pi * min(self_tau, 1.0) / 2)
+    r_mean = seeds * r / (1 + (seeds - 1) * r)
+    return 2 / math.pi * math.asin(math.sqrt(r_mean))
+
+
+@dataclass
+class Target:
+    value: float | None  # None: nothing can be recommended
+    source: str  # where it came from, as printed
+    warning: str | None = None
+
+
+def choose_target(target: float | None, self_tau: float | None, seeds: int) -> Target:
+    """The target the lower end of an interval must reach. ``target`` None
+    (the default): min(:data:`TARGET_CAP`, :data:`TARGET_FRACTION` x the
+    reference's self-agreement), so that the default never asks of a proxy
+    more than a second reference training gives (module docstring); 0.7
+    when the self-agreement is not measured (one seed); none when the
+    reference's seeds do not agree (its order is seed noise). An explicit
+    target above the self-agreement gets a warning, one that says so when it
+    is above the ceiling (:func:`tau_ceiling`) too."""
+    ceiling = tau_ceiling(self_tau, seeds)
+    if target is None:
+        if self_tau is None or math.isnan(self_tau):
+            return Target(TARGET_CAP, f"auto: {TARGET_CAP:g}, the reference's self-agreement is not measured with "
+                                      f"one seed (--seeds 2 measures it)")
+        if self_tau <= 0:
+            return Target(None, f"auto: none, the reference's seeds do not agree (tau between them "
+                                f"{self_tau:+.3f}): its order is seed noise at this budget, and nothing can be "
+                                f"calibrated against it; train it longer (--reference-epochs) or give it more seeds")
+        value = min(TARGET_CAP, TARGET_FRACTION * self_tau)
+        how = f"{TARGET_FRACTION:g} x the reference's self-agreement {self_tau:+.3f}"
+        return Target(value, f"auto: {how}" + (f", capped at {TARGET_CAP:g}" if value == TARGET_CAP else ""))
+    result = Target(target, "--target")
+    if ceiling is not None and target > ceiling:
+        result.warning = (f"--target {target:g} is above {ceiling:+.3f}, the most a noise-free proxy could reach "
+                          f"against this reference's mean of {seeds} seed(s): no fidelity can be expected to reach "
+                          f"it (more reference seeds or a longer reference raise that ceiling)")
+    elif self_tau is not None and not math.isnan(self_tau) and target > self_tau:
+        result.warning = (f"--target {target:g} is above the reference's agreement with itself ({self_tau:+.3f} "
+                          f"between its seeds): a proxy must order the architectures more like the reference's "
+                          f"mean than one reference seed orders them like another, and show it at its interval's "
+                          f"lower end (the ceiling is {ceiling:+.3f})")
+    return result
+
+
 def pooled_std(per_seed: np.ndarray) -> float | None:
     """The square root of the mean over architectures of the seeds'
     sample variance (None with one seed)."""
@@ -234,16 +409,30 @@ def make_row(name: str, kind: str, images: int, per_seed: np.ndarray, reference:
     _, rho = rank_agreement(means, reference)
     best = int(np.argmax(reference))
     top3 = set(np.argsort(-np.asarray(means), kind="stable")[:3].tolist())
+    intervals = seeds_intervals(per_seed, reference)
     return Row(name, kind, images, pooled_std(per_seed) if accuracy_units else None,
-               seeds_taus(per_seed, reference), tau_interval(means, reference), rho, best in top3, fidelity)
+               seeds_taus(per_seed, reference), intervals[-1], rho, best in top3, fidelity, intervals)
 
 
-def recommend(rows: list[Row], target: float) -> tuple[Row, int] | None:
-    """The cheapest (fidelity, seeds) whose tau reaches ``target``: cost =
-    images per seed x seeds; among equal costs the higher tau. Only whole
-    budgets qualify (an earlier rung is a point inside another schedule)."""
-    options = [(row.images * k, -tau, i, row, k) for i, row in enumerate(rows) if row.kind == "budget"
-               for k, tau in enumerate(row.taus, start=1) if not math.isnan(tau) and tau >= target]
+def candidates(rows: list[Row]) -> list[tuple[int, Row, int]]:
+    """Every (fidelity, seeds) a recommendation can be, cheapest first:
+    (images per front candidate, row, seeds). Only whole budgets qualify (an
+    earlier rung is a point inside another schedule)."""
+    options = [(row.images * k, i, row, k) for i, row in enumerate(rows) if row.kind == "budget"
+               for k in range(1, len(row.taus) + 1)]
+    return [(cost, row, k) for cost, _, row, k in sorted(options, key=lambda o: o[:2])]
+
+
+def recommend(rows: list[Row], target: float | None) -> tuple[Row, int] | None:
+    """The cheapest (fidelity, seeds) whose tau is shown to reach
+    ``target``: the LOWER END of its interval (:meth:`Row.interval`) reaches
+    it; a point estimate that crosses it while its interval reaches below
+    does not count. Cost = images per seed x seeds; among equal costs the
+    higher lower end. None when nothing qualifies, or ``target`` is None."""
+    if target is None:
+        return None
+    options = [(cost, -row.interval(k)[0], i, row, k) for i, (cost, row, k) in enumerate(candidates(rows))
+               if not math.isnan(row.interval(k)[0]) and row.interval(k)[0] >= target]
     if not options:
         return None
     _, _, _, row, k = min(options, key=lambda o: o[:3])
@@ -338,10 +527,11 @@ def _checked_configs(configs: list[tuple[str, ArchConfig]], data: TrainingData) 
 
 
 def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[int], reference_seeds: list[int],
-            reference: Fidelity, data: TrainingData, runtime, target: float) -> Calibration:
+            reference: Fidelity, data: TrainingData, runtime, target: float | None) -> Calibration:
     """Rows for every budget stored for all of these architectures and
     seeds (the space's fidelity, and any other calibrated before), their
-    rungs, and the zero-cost scores; the recommendation."""
+    rungs, and the zero-cost scores; the target (``target``, or None: from
+    the reference's self-agreement) and the recommendation."""
     index = {cfg.structure_hash(): i for i, cfg in enumerate(architectures)}
     reference_key = reference.budget_key()
     by_budget: dict[str, dict] = {}
@@ -390,9 +580,12 @@ def analyse(study: optuna.Study, architectures: list[ArchConfig], seeds: list[in
     scores = _zero_cost(architectures, seeds, data, runtime)
     for name in SCORES:
         rows.append(make_row(name, "score", 0, scores[name], ref_means, accuracy_units=False))
-    return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, target), target,
-                       notes=notes, reference_seed_std=pooled_std(ref_per_seed),
-                       reference_self_tau=self_agreement(ref_per_seed))
+    self_tau = self_agreement(ref_per_seed)
+    chosen = choose_target(target, self_tau, len(seeds))
+    return Calibration(architectures, seeds, reference, ref_means, rows, recommend(rows, chosen.value), chosen.value,
+                       notes=notes, reference_seed_std=pooled_std(ref_per_seed), reference_self_tau=self_tau,
+                       reference_ceiling=tau_ceiling(self_tau, len(seeds)), target_source=chosen.source,
+                       target_warning=chosen.warning)
 
 
 def _rung_epochs(cells: dict) -> tuple[list[float], list[tuple[float, int]]]:
@@ -445,36 +638,76 @@ def _zero_cost(architectures: list[ArchConfig], seeds: list[int], data: Training
 # --------------------------------------------------------------------------- output
 
 
+def _interval_text(interval: tuple[float, float]) -> str:
+    lo, hi = interval
+    return "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+
+
 def format_calibration(result: Calibration) -> str:
     s = len(result.seeds)
-    head = (f"{'fidelity / score':<26} {'images/seed':>11} {'seed std':>8} {'tau 1 seed':>10} "
-            f"{f'tau {s} seeds':>11} {f'{INTERVAL:.0%} interval':>15} {'rho':>6}  ref best in top 3")
+    ks = [1, s] if s > 1 else [1]
+    span = f"{INTERVAL:.0%} interval"
+    head = f"{'fidelity / score':<26} {'images/seed':>11} {'seed std':>8}" + "".join(
+        f" {f'tau {k} seed' + ('s' if k > 1 else ''):>12} {span:>14}" for k in ks) + f" {'rho':>6}  ref best in top 3"
     lines = [f"reference: {result.reference.subset or 'all'} images x {result.reference.epochs:g} epochs, mean of "
              f"{s} seed(s); reference accuracies " + ", ".join(f"{m:.4f}" for m in result.reference_means)]
     if result.reference_self_tau is not None:
         lines.append(f"the reference against itself: seed std {result.reference_seed_std:.4f}, tau between its "
-                     f"seeds {result.reference_self_tau:+.3f} (a second reference training orders the architectures "
-                     f"that much like the first; a fidelity's tau against the reference is limited by the same "
-                     f"noise)")
+                     f"seeds {result.reference_self_tau:+.3f} (self-agreement: a second reference training orders "
+                     f"the architectures that much like the first); it bounds a fidelity's tau against the "
+                     f"reference's mean of {s} seeds at about {result.reference_ceiling:+.3f} (what a noise-free "
+                     f"proxy would reach: the seeds' agreement as a correlation, Spearman-Brown for their mean)")
+    else:
+        lines.append("the reference against itself: not measured with one seed (--seeds 2 measures it), so no "
+                     "bound on a fidelity's tau is known")
+    if result.target is None:
+        lines.append(f"target: none ({result.target_source})")
+    else:
+        lines.append(f"target: {result.target:+.3f} ({result.target_source}); a (fidelity, repeats) counts only if "
+                     f"the lower end of its {span} of tau reaches it")
+    if result.target_warning:
+        lines.append(f"warning: {result.target_warning}")
     lines.append(head)
     for row in result.rows:
-        lo, hi = row.tau_interval
-        interval = "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
-        lines.append(f"{row.name:<26} {row.images:>11,} {'' if row.seed_std is None else f'{row.seed_std:.4f}':>8} "
-                     f"{row.taus[0]:>+10.3f} {row.tau:>+11.3f} {interval:>15} {row.rho:>+6.3f}  "
-                     f"{'yes' if row.best_in_top3 else 'no'}")
-    if result.recommendation is None:
-        lines.append(f"recommendation: no fidelity measured here reaches tau >= {result.target:g} with up to {s} "
-                     f"seed(s); try a longer one (--epochs, --subset) or more seeds")
-        budgets = [row for row in result.rows if row.kind == "budget" and not math.isnan(row.tau)]
-        if budgets:
-            best = max(budgets, key=lambda row: (row.tau, -row.images))
-            lines.append(f"closest: {best.name} (tau {best.tau:+.3f} with {s} seed(s), {best.images:,} images per "
-                         f"seed)")
-    else:
+        taus = "".join(f" {row.taus[k - 1]:>+12.3f} {_interval_text(row.interval(k)):>14}" for k in ks)
+        lines.append(f"{row.name:<26} {row.images:>11,} {'' if row.seed_std is None else f'{row.seed_std:.4f}':>8}"
+                     f"{taus} {row.rho:>+6.3f}  {'yes' if row.best_in_top3 else 'no'}")
+    options = candidates(result.rows)
+    if options:
+        reaches = "" if result.target is None else f"lower end >= {result.target:+.3f}"
+        lines.append("the (fidelity, repeats) a recommendation can be, cheapest first:")
+        lines.append(f"  {'fidelity':<26} {'repeats':>7} {'images/candidate':>16} {'tau':>7} {span:>14}  {reaches}")
+        for cost, row, k in options:
+            lo = row.interval(k)[0]
+            verdict = "" if result.target is None else (
+                "yes" if not math.isnan(lo) and lo >= result.target else "no")
+            lines.append(f"  {row.name:<26} {k:>7} {cost:>16,} {row.taus[k - 1]:>+7.3f} "
+                         f"{_interval_text(row.interval(k)):>14}  {verdict}")
+    if result.recommendation is not None:
         row, k = result.recommendation
-        lines.append(f"recommendation: {row.name} with repeats {k} (tau {row.taus[k - 1]:+.3f} >= {result.target:g}; "
+        lo, hi = row.interval(k)
+        lines.append(f"recommendation: {row.name} with repeats {k}: the lower end of its {span} of tau, {lo:+.3f}, "
+                     f"reaches the target {result.target:+.3f} (tau {row.taus[k - 1]:+.3f} [{lo:+.2f}, {hi:+.2f}]; "
                      f"{row.images * k:,} images per front candidate)")
+    elif result.target is None:
+        lines.append("recommendation: none (no target: the reference's order is seed noise)")
+    else:
+        lines.append(f"recommendation: none: no fidelity measured here, with up to {s} seed(s), has the lower end of "
+                     f"its {span} of tau at or above the target {result.target:+.3f}")
+        measured = [(row.interval(k)[0], -cost, row, k) for cost, row, k in options
+                    if not math.isnan(row.interval(k)[0])]
+        if measured:
+            lo, _, row, k = max(measured, key=lambda m: m[:2])
+            lines.append(f"closest: {row.name} with repeats {k} (lower end {lo:+.3f}; tau {row.taus[k - 1]:+.3f} "
+                         f"{_interval_text(row.interval(k))}; {row.images * k:,} images per front candidate)")
+        crossing = [f"{row.name} with repeats {k}" for _, row, k in options
+                    if not math.isnan(row.taus[k - 1]) and row.taus[k - 1] >= result.target]
+        if crossing:
+            lines.append(f"tau reaches the target at its point estimate only ({'; '.join(crossing)}): with "
+                         f"{len(result.architectures)} architectures the intervals are wide; more of them "
+                         f"(--sample, --configs) narrow the intervals")
+        elif options:
+            lines.append("try a longer fidelity (--epochs, --subset) or more seeds")
     for failure in result.failed:
         lines.append(f"failed: {failure}")
     for note in result.notes:

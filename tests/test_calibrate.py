@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 import nas
 import nas.evaluate
-from nas.calibrate import (Row, draw_sample, rank_agreement, recommend, seeds_taus, tau_interval,
-                           write_fidelity)
+from nas.calibrate import (INTERVAL, Row, choose_target, draw_sample, make_row, rank_agreement, recommend,
+                           seeds_intervals, seeds_taus, self_agreement, tau_ceiling, tau_interval, write_fidelity)
 from nas.cli import main
 from nas.space import Fidelity, load_space, parse_space
 
@@ -50,8 +50,12 @@ def test_tau_interval_brackets_the_estimate():
     assert tau_interval(reference[::-1], reference) == (-1.0, -1.0)
 
 
-def _row(name, images, taus, kind="budget"):
-    return Row(name, kind, images, 0.01, taus, (0.0, 1.0), 0.5, True, Fidelity() if kind == "budget" else None)
+def _row(name, images, taus, kind="budget", lows=None):
+    """A row whose interval of each tau reaches down to ``lows`` (default:
+    the tau itself, so that the point estimate and the lower end agree)."""
+    intervals = [(lo, 1.0) for lo in (taus if lows is None else lows)]
+    return Row(name, kind, images, 0.01, taus, intervals[-1], 0.5, True, Fidelity() if kind == "budget" else None,
+               intervals)
 
 
 def test_recommendation_is_the_cheapest_fidelity_that_reaches_the_target():
@@ -64,6 +68,162 @@ def test_recommendation_is_the_cheapest_fidelity_that_reaches_the_target():
     assert recommend([dear, cheap2], 0.75) == (cheap2, 2)
     # a rung inside a longer schedule is not a budget of its own
     assert recommend([_row("10k x 1 ep (rung of 3)", 10_000, [0.9], kind="rung"), dear], 0.8) == (dear, 1)
+
+
+def test_a_point_tau_over_the_target_is_not_a_recommendation():
+    """The rule: a (fidelity, repeats) counts only if the lower end of its
+    tau interval reaches the target; a point estimate over the target whose
+    interval reaches below it does not."""
+    lucky = _row("10k x 3 ep", 30_000, [0.75], lows=[0.45])  # tau over 0.7, lower end under it
+    shown = _row("20k x 3 ep", 60_000, [0.74], lows=[0.71])  # a lower tau, but shown to reach 0.7
+    assert recommend([lucky], 0.7) is None
+    assert recommend([lucky, shown], 0.7) == (shown, 1)
+    # per repeats: one seed's interval reaches below, two seeds' does not
+    two = _row("10k x 3 ep", 30_000, [0.72, 0.8], lows=[0.5, 0.7])
+    assert recommend([two, shown], 0.7) == (shown, 1)  # 60,000 images either way: the higher lower end
+    assert recommend([two], 0.7) == (two, 2)
+    assert recommend([two], 0.71) is None
+    assert recommend([shown], None) is None  # no target: nothing
+
+
+def _per_seed(*columns):
+    return np.array(columns, float).T
+
+
+def test_each_repeats_tau_has_the_bootstrap_interval_of_its_statistic():
+    from scipy import stats
+
+    reference = [0.7175, 0.72, 0.7225, 0.725, 0.74, 0.75, 0.76, 0.77]
+    per_seed = _per_seed([0.52, 0.50, 0.51, 0.54, 0.53, 0.57, 0.55, 0.56], [0.50, 0.52, 0.51, 0.53, 0.54, 0.55, 0.57, 0.56])
+    one, two = seeds_intervals(per_seed, reference)
+    # k = 1: the mean of the two seeds' taus, bootstrapped with the draws of scipy's paired bootstrap
+    def statistic(a, b, r):
+        return (stats.kendalltau(a, r).statistic + stats.kendalltau(b, r).statistic) / 2
+
+    draws = stats.bootstrap((per_seed[:, 0], per_seed[:, 1], np.array(reference)), statistic, paired=True,
+                            vectorized=False, n_resamples=2000, method="percentile",
+                            rng=np.random.default_rng(0)).bootstrap_distribution
+    tail = (1 - INTERVAL) / 2 * 100
+    assert one == pytest.approx(tuple(np.nanpercentile(draws, [tail, 100 - tail])))
+    # k = S: the interval of the seeds' mean, as tau_interval gives it; the row carries both
+    assert two == tau_interval(list(per_seed.mean(axis=1)), reference)
+    row = make_row("20k x 3 ep", "budget", 60_000, per_seed, reference, Fidelity())
+    assert row.tau_intervals == [one, two] and row.tau_interval == two and row.interval(1) == one
+    for (lo, hi), tau in zip(row.tau_intervals, row.taus):
+        assert lo <= tau <= hi
+    assert seeds_intervals(per_seed, reference) == [one, two]  # seeded: the same output again
+
+
+def test_the_ceiling_and_the_target_derive_from_the_reference():
+    # tau 0.571 between two seeds: r = sin(pi/2 * 0.571), the mean's reliability 2r / (1 + r), the ceiling
+    # 2/pi asin(sqrt(that))
+    r = math.sin(math.pi / 2 * 4 / 7)
+    assert tau_ceiling(4 / 7, 2) == pytest.approx(2 / math.pi * math.asin(math.sqrt(2 * r / (1 + r))))
+    assert 4 / 7 < tau_ceiling(4 / 7, 2) < tau_ceiling(4 / 7, 8) < 1
+    assert tau_ceiling(1.0, 2) == pytest.approx(1.0) and tau_ceiling(-0.2, 2) == 0 and tau_ceiling(None, 1) is None
+    auto = choose_target(None, 4 / 7, 2)
+    assert auto.value == pytest.approx(0.8 * 4 / 7) and auto.warning is None and "auto" in auto.source
+    assert choose_target(None, 0.95, 2).value == 0.7  # capped
+    assert choose_target(None, None, 1).value == 0.7  # one seed: not measured
+    assert choose_target(None, -0.1, 2).value is None  # the reference's order is noise: no target
+    # an explicit target: as given, with a warning above the self-agreement, another above the ceiling
+    assert choose_target(0.5, 4 / 7, 2).warning is None
+    assert "agreement with itself" in choose_target(0.7, 4 / 7, 2).warning
+    assert "noise-free proxy" in choose_target(0.9, 4 / 7, 2).warning
+    assert choose_target(0.9, 4 / 7, 2).value == 0.9
+
+
+class _Arch:
+    def __init__(self, key):
+        self.key = key
+
+    def structure_hash(self):
+        return self.key
+
+
+def _study(reference_fidelity_, budgets):
+    """An in-memory calibration study: ``budgets`` maps a budget key to
+    (budget dict, images, seed offset, per-seed accuracies)."""
+    from nas.evaluate import EVALUATION
+
+    study = optuna.create_study()
+    for key, (budget, images, offset, per_seed) in budgets.items():
+        for i, accuracies in enumerate(per_seed):
+            for j, accuracy in enumerate(accuracies):
+                study.add_trial(optuna.trial.create_trial(value=accuracy, user_attrs={
+                    "kind": EVALUATION, "structure_hash": f"a{i}", "budget_key": key, "seed": offset + j,
+                    "budget": budget, "train_images": images, "rungs": [[budget["rungs"][-1], accuracy]]}))
+    return study
+
+
+def test_analysis_recommends_by_the_lower_end_against_the_auto_target(monkeypatch):
+    """Against a reference whose two seeds agree at tau 4/7, the default
+    target is 0.8 x 4/7 (below the self-agreement and the ceiling, both
+    printed): a cheap fidelity whose tau crosses it only at its point
+    estimate is not recommended, a dearer one whose interval is above it
+    is; the table prints each row's interval and each (fidelity, repeats)."""
+    import nas.calibrate as calibrate
+    from nas.calibrate import analyse, format_calibration, reference_fidelity
+
+    seed_a = [0.70, 0.71, 0.72, 0.73, 0.74, 0.75, 0.76, 0.77]
+    seed_b = [0.735, 0.73, 0.725, 0.72, 0.74, 0.75, 0.76, 0.77]  # the first four reversed: tau 4/7
+    reference = reference_fidelity(Fidelity(), 10.0, 2000)
+    cheap = _per_seed([0.53, 0.50, 0.52, 0.51, 0.55, 0.54, 0.57, 0.56], [0.51, 0.53, 0.50, 0.52, 0.54, 0.56, 0.55, 0.57])
+    dear = _per_seed([0.60 + 0.01 * i for i in range(8)], [0.605 + 0.01 * i for i in range(8)])
+    study = _study(reference, {
+        reference.budget_key(): (reference.as_dict(), 2000, 1000, _per_seed(seed_a, seed_b)),
+        "cheap": ({"subset": 500, "rungs": [1], "batch_size": 50}, 500, 0, cheap),
+        "dear": ({"subset": 1000, "rungs": [3], "batch_size": 50}, 1000, 0, dear)})
+    monkeypatch.setattr(calibrate, "_zero_cost", lambda archs, seeds, data, runtime: {
+        name: _per_seed(range(len(archs)), range(len(archs))) for name in calibrate.SCORES})
+    result = analyse(study, [_Arch(f"a{i}") for i in range(8)], [0, 1], [1000, 1001], reference, None, None, None)
+    assert result.reference_self_tau == pytest.approx(4 / 7)
+    assert result.target == pytest.approx(0.8 * 4 / 7)
+    assert result.target < result.reference_self_tau < result.reference_ceiling
+    cheap_row, dear_row = result.rows[0], result.rows[1]
+    assert (cheap_row.name, dear_row.name) == ("500 x 1 ep", "1k x 3 ep")
+    assert cheap_row.taus[0] >= result.target > cheap_row.interval(1)[0]  # the premise: point over, lower end under
+    assert cheap_row.tau >= result.target > cheap_row.interval(2)[0]
+    assert dear_row.interval(1)[0] >= result.target
+    assert result.recommendation == (dear_row, 1)
+
+    out = format_calibration(result)
+    lines = out.splitlines()
+    assert f"tau between its seeds +0.571" in out and f"at about {result.reference_ceiling:+.3f}" in out
+    assert "target: +0.457 (auto: 0.8 x the reference's self-agreement +0.571)" in out and "warning" not in out
+    for row in result.rows:  # every row shows the interval of its 1-seed and its 2-seed tau
+        line = next(line for line in lines if line.startswith(row.name + " "))
+        for k in (1, 2):
+            lo, hi = row.interval(k)
+            assert f"{row.taus[k - 1]:+.3f} [{lo:+.2f}, {hi:+.2f}]" in line, (row.name, k)
+    for row in (cheap_row, dear_row):  # and every (fidelity, repeats) with its interval and verdict
+        for k in (1, 2):
+            lo, hi = row.interval(k)
+            verdict = "yes" if lo >= result.target else "no"
+            head = [*row.name.split(), str(k), f"{row.images * k:,}"]
+            assert any(line.split()[:len(head)] == head and
+                       line.endswith(f"{row.taus[k - 1]:+.3f} [{lo:+.2f}, {hi:+.2f}]  {verdict}") for line in lines), \
+                (row.name, k)
+    recommendation = next(line for line in lines if line.startswith("recommendation:"))
+    assert recommendation.startswith("recommendation: 1k x 3 ep with repeats 1: the lower end of its 90% interval")
+    assert "reaches the target +0.457" in recommendation
+
+    # an explicit target above the self-agreement: used as given, with one warning line (not an error)
+    explicit = analyse(study, [_Arch(f"a{i}") for i in range(8)], [0, 1], [1000, 1001], reference, None, None, 0.7)
+    out = format_calibration(explicit)
+    assert explicit.target == 0.7 and "target: +0.700 (--target)" in out
+    assert [line for line in out.splitlines() if "warning" in line] == [
+        f"warning: {choose_target(0.7, 4 / 7, 2).warning}"]
+    assert "--target 0.7 is above the reference's agreement with itself (+0.571" in out
+    assert explicit.recommendation == (explicit.rows[1], 1)
+    # a target no (fidelity, repeats) shows at its lower end: none, and the output says which crossed at the point
+    strict = analyse(study, [_Arch(f"a{i}") for i in range(8)], [0, 1], [1000, 1001], reference, None, None, 0.6)
+    strict.rows = strict.rows[:1]
+    strict.recommendation = recommend(strict.rows, strict.target)
+    out = format_calibration(strict)
+    assert strict.recommendation is None and "recommendation: none" in out
+    assert "tau reaches the target at its point estimate only (500 x 1 ep with repeats 1; 500 x 1 ep with " \
+           "repeats 2)" in out
 
 
 def test_zero_cost_scores_of_hand_computed_networks():
@@ -193,7 +353,7 @@ def test_calibrate_end_to_end_resumes_without_retraining(tmp_path, cifar10_root,
     out = capsys.readouterr().out
     assert trainings.started == 3 * 2 * 2 - 4  # 3 configs x 2 seeds x (fidelity, reference), less the 4 stored
     for line in ("100 x 0.5 ep (rung of 1)", "100 x 1 ep", "synflow", "grad_norm", "naswot", "params", "macs",
-                 "recommendation:"):
+                 "target: ", "the (fidelity, repeats) a recommendation can be", "recommendation:"):
         assert line in out, line
     study = optuna.load_study(study_name="calibrate:tiny", storage=storage)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
