@@ -11,8 +11,9 @@ with attention: its variant is the baseline) is trained once.
 
 Per variant the table gives the accuracy the removed attention buys (the
 full config's seed mean minus the variant's) with the standard error of
-that difference and the probability that it is real (from the seed std
-pooled over the variants, :func:`nas.evaluate.difference`), and what it
+that difference and the probability that it is real (the decision
+function :func:`nas.noise.gain`: t-based, the seed std pooled over the
+variants), and what it
 costs: MACs, parameters and milliseconds per training step (measured once
 per variant on this machine, as the ``latency`` objective measures it).
 """
@@ -22,7 +23,6 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 
@@ -30,10 +30,10 @@ from .config import ArchConfig, AttentionSpec, load_config
 from .dashboard import artifact_dir
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (Job, check_config_fits, difference, full_budget, load_training_data, mean_std, open_evaluations,
-                       run_jobs, sibling_evaluations)
+from .evaluate import (SEED_OFFSETS, Job, check_config_fits, find_evaluation, full_budget, load_training_data,
+                       mean_std, open_evaluations, run_jobs, sibling_evaluations)
 from .models import build_model
-from .noise import RESOLVED, pooled_seed_std
+from .noise import RESOLVED, SeedNoise, gain, pooled_noise, what_it_would_take
 from .profile import measure_step_latency, profile
 from .storage import mask_url, storage_for_search
 
@@ -66,6 +66,9 @@ class Variant:
     removed: str  # what was taken out, e.g. "s2: sk x3"
     cfg: ArchConfig
     accuracies: list[float] = field(default_factory=list)
+    #: the seed of each accuracy, and the positions of diverged ones (counted at chance accuracy)
+    seeds: list[int] = field(default_factory=list)
+    diverged: list[int] = field(default_factory=list)
     macs: int = 0
     params: int = 0
     step_ms: float = 0.0
@@ -80,7 +83,7 @@ class Ablation:
     val_images: int
     seeds: list[int]
     variants: list[Variant]
-    seed_std: float
+    seed_std: SeedNoise
     failed: list[str]
 
 
@@ -149,7 +152,9 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
     study = open_ablation(name, url, vs[0].cfg, budget, images.fingerprint)
     if run.command:
         study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(run.command)])
-    seeds = list(range(run.seeds))
+    # seeds of its own: never the promote's that selected the config (a copy of those trainings would
+    # judge the design on its selection evidence); other ablations' trainings at these seeds are copied
+    seeds = [SEED_OFFSETS["ablate"] + i for i in range(run.seeds)]
 
     # cost first (cheap), once per ablation: stored, so a resumed run shows the same step times; the
     # variants are timed in turns, several rounds, so a slow spell of the machine falls on all of them
@@ -182,17 +187,33 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
     key = budget.budget_key()
     for v in vs:
         h = v.cfg.structure_hash()
-        v.accuracies = [done[(h, key, s)].values[0] for s in seeds if (h, key, s) in done]
+        for s in seeds:
+            if (h, key, s) in done:
+                v.accuracies.append(done[(h, key, s)].values[0])
+            elif _diverged(study, h, key, s):  # counted at chance accuracy, as the search counts it
+                v.diverged.append(len(v.accuracies))
+                v.accuracies.append(1.0 / cfg.num_classes)
+            else:
+                continue
+            v.seeds.append(s)
 
     unique = {v.cfg.structure_hash(): v for v in vs if v.accuracies}  # a variant equal to another counts once
-    seed_std = pooled_seed_std([SimpleNamespace(user_attrs={"seed_accuracies": v.accuracies})
-                                for v in unique.values()])
+    seed_std = pooled_noise([{s: a for i, (s, a) in enumerate(zip(v.seeds, v.accuracies)) if i not in v.diverged}
+                             for v in unique.values()])
     return Ablation(str(path), study, budget.epochs, len(data.train_labels), len(data.val_labels), seeds, vs,
                     seed_std, failed)
 
 
+def _diverged(study: optuna.Study, structure_hash: str, budget_key: str, seed: int) -> bool:
+    from .promote import is_diverged
+
+    t = find_evaluation(study, structure_hash, budget_key, seed, include_failed=True)
+    return t is not None and is_diverged(t)
+
+
 def format_ablation(a: Ablation) -> str:
     full = a.variants[0]
+    judged = []
     lines = [f"ablation of {a.config}: study {a.study.study_name!r} ({a.train_images} training images x {a.epochs:g} "
              f"epochs, {a.val_images} validation images, seeds {', '.join(map(str, a.seeds))})",
              f"{'variant':<12}  {'removed':<22}  {'val acc':>7}  {'± std':>6}  {'buys acc':>8}  {'± Δ':>6}  "
@@ -206,15 +227,28 @@ def format_ablation(a: Ablation) -> str:
         if v is full or not full.accuracies:
             row += f"{'':>8}  {'':>6}  {'':>6}  {'':>10}  {'':>8}  {v.step_ms:8.1f}  {'':>8}"
         else:
-            d, se, prob = difference(full.accuracies, v.accuracies, a.seed_std)
+            g = gain(full.accuracies, v.accuracies, a.seed_std, higher_seeds=full.seeds, lower_seeds=v.seeds)
+            d, se, prob = g.delta, g.se, g.probability
+            judged.append((v, g))
             row += (f"{d:+8.4f}  {'' if se is None else f'{se:.4f}':>6}  {'' if prob is None else f'{prob:.2f}':>6}  "
                     f"{(full.macs - v.macs) / 1e6:+9.2f}M  {full.params - v.params:+8,}  {v.step_ms:8.1f}  "
                     f"{full.step_ms - v.step_ms:+8.1f}")
         lines.append(row)
+    tests = sorted({g.test for _, g in judged if g.probability is not None})
     lines.append("buys / costs: the full config minus the variant, i.e. what the removed attention adds; "
-                 + (f"± Δ: standard error of the accuracy difference from the pooled seed std {a.seed_std:.4f}; "
-                    f"P(Δ>0): probability that the gain is real (resolved at >= {RESOLVED:g})"
-                    if a.seed_std > 0 else "one seed per variant: noise unknown, no ± Δ"))
+                 + (f"± Δ: standard error of the accuracy difference ({', '.join(tests) or 'pooled t'}; pooled seed "
+                    f"std {a.seed_std.std:.4f}, {a.seed_std.df} df); P(Δ>0): t-based probability that the gain is "
+                    f"real (resolved at >= {RESOLVED:g}); seeds {', '.join(map(str, a.seeds))}"
+                    if a.seed_std.known else "one seed per variant: noise unknown, no ± Δ"))
+    # within noise: resolved neither as a gain nor as a loss
+    unresolved = [(v, g) for v, g in judged if g.probability is not None and 1 - RESOLVED < g.probability < RESOLVED]
+    if unresolved:
+        v, g = max(unresolved, key=lambda vg: abs(vg[1].delta))
+        lines.append(f"within noise: {', '.join(v.name for v, _ in unresolved)}; "
+                     + what_it_would_take(g.delta, a.seed_std, arms=len({x.cfg.structure_hash() for x in a.variants})))
+    diverged = [f"{v.name} seed {v.seeds[i]}" for v in a.variants for i in v.diverged]
+    if diverged:
+        lines.append("diverged (counted at chance accuracy in the mean, out of the pooled std): " + ", ".join(diverged))
     lines.append(f"ms/step: one training step (forward, loss, backward, SGD) at the budget's batch size on this "
                  f"machine, the median of {STEP_ROUNDS} rounds of 5 steps, the variants in turns")
     for line in a.failed:

@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -148,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.4)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay on conv and linear weights (default: 5e-4)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="initial weights and batch order (default: 0); the validation images do not depend on it")
     t.add_argument("--val-size", type=int, default=None,
-                   help="validation images held out of train (default: 5000; 0: none, train on all of them, as "
-                        "He et al. did for their CIFAR-10 test figures)")
+                   help="validation images: promote's confirmation images, the same whatever --seed; they and as "
+                        "many of the search's validation images are held out of training (default: 5000 each; 0: "
+                        "none, train on all of them, as He et al. did for their CIFAR-10 test figures)")
     t.add_argument("--subset", type=int, default=None, help="train on a stratified subset of N images")
     t.add_argument("--output", default=None, help="checkpoint path (default: CONFIG with .pt)")
     _add_data_args(t)
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a sample of the space's architectures (or --configs) with several seeds "
                                    "at the space's fidelity and at a longer reference budget; compute zero-cost "
                                    "scores; print Kendall tau / Spearman rho of each against the reference and "
-                                   "recommend the cheapest fidelity that reaches --target. Every training is "
+                                   "recommend the cheapest fidelity whose tau interval's lower end reaches --target. Every training is "
                                    "stored (study calibrate:SPACE), so an interrupted run resumes.")
     c.add_argument("--space", required=True, help="a shipped space or a YAML file")
     c.add_argument("--sample", type=int, default=8,
@@ -175,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the reference training (default: 10)")
     c.add_argument("--reference-subset", type=int, default=None,
                    help="training images of the reference (default: 20000; 0: all)")
-    c.add_argument("--target", type=float, default=0.7,
-                   help="Kendall tau a fidelity must reach to be recommended (default: 0.7)")
+    c.add_argument("--target", type=float, default=None,
+                   help="Kendall tau the lower end of a fidelity's 90%% interval must reach to be recommended "
+                        "(default: min(0.7, 0.8 x the reference's own seed-to-seed agreement))")
     c.add_argument("--epochs", type=float, default=None, help="override the space's budget (last rung) in epochs")
     c.add_argument("--subset", type=int, default=None, help="override the space's training subset size")
     c.add_argument("--val-size", type=int, default=None, help="override the space's validation size")
@@ -431,8 +435,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     how = f"trial {trial.number}" if args.trial is not None else f"{args.pick} of the Pareto front: trial {trial.number}"
     print(f"exported {how} (val accuracy {out['val_accuracy']:.4f}, {out['macs'] / 1e6:.2f}M MACs, "
           f"{out['params']:,} params, hash {out['structure_hash']}) to {out['path']}")
+    if args.trial is None and args.pick == "knee":
+        print(_knee_note(study, trial, args.max_macs))
     print(f"retrain it: python search.py train {out['path']}")
     return 0
+
+
+def _knee_note(study, knee, max_macs: float | None) -> str:
+    """One line: what the knee was taken over (the attention designs of
+    the front, the baseline left out), or that it is the baseline."""
+    from .report import is_baseline, knee_candidates
+    from .search import pareto_front
+
+    front = [t for t in pareto_front(study) if max_macs is None or t.user_attrs["macs"] <= max_macs]
+    designs, left_out = knee_candidates(front)
+    if is_baseline(knee):
+        return ("the knee is the attention-free baseline: no attention design is on the front (nothing to ablate; "
+                "--trial N exports a design of your choice)")
+    if left_out:
+        return (f"the knee of the {len(designs)} attention design(s) on the front; the attention-free baseline "
+                f"(trial {', '.join(str(t.number) for t in left_out)}) is left out: it is the reference, "
+                f"--pick accuracy|smallest or --trial N export it")
+    return f"the knee of the {len(designs)} attention design(s) on the front"
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -565,7 +589,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise NasError(f"--sample: must be >= 2 (a ranking needs two architectures), got {args.sample}")
     if not 1 <= args.seeds <= MAX_SEEDS:
         raise NasError(f"--seeds: must be 1 to {MAX_SEEDS}, got {args.seeds}")
-    if not -1 < args.target <= 1:
+    if args.target is not None and not -1 < args.target <= 1:
         raise NasError(f"--target: a Kendall tau in (-1, 1], got {args.target:g}")
     reference_epochs = REFERENCE_EPOCHS if args.reference_epochs is None else args.reference_epochs
     if not reference_epochs > space.fidelity.warmup:
@@ -618,7 +642,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from .evaluate import check_budget_args
-    from .promote import SUFFIX, PromotionRun, format_promotion, run_promotion
+    from .promote import PROMOTED, SUFFIX, PromotionRun, format_promotion, run_promotion
     from .storage import check_url
 
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
@@ -636,6 +660,12 @@ def _cmd_promote(args: argparse.Namespace) -> int:
             raise NasError("--trials: give at least one trial number")
         which = "trials"
     check_url(args.storage, 1)
+    from .storage import load_study
+
+    proxy = load_study(args.study, args.storage)
+    if proxy.user_attrs.get("kind") != PROMOTED:  # else run_promotion says what to promote instead
+        args.val_size = _default_as_none(args.val_size, None, args.data, study=proxy)
+        print(_promote_estimate(proxy, which, top, numbers, args), flush=True)
     command = "python search.py " + " ".join(args.argv)
     run = PromotionRun(study_name=args.study, storage=args.storage, which=which, top=top, trials=numbers,
                        seeds=args.seeds, epochs=args.epochs, subset=args.subset, val_size=args.val_size,
@@ -655,6 +685,95 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_has_attention(config: str) -> None:
+    """ablate of an attention-free config (the baseline, e.g. what an old
+    ``export --pick knee`` chose) is refused in one line that says what to
+    ablate instead."""
+    from .config import load_config
+
+    cfg = load_config(config)
+    if all(s.transition is None or s.transition.type == "none" for s in cfg.stages) and all(
+            b.attention.type == "none" for _, _, b in cfg.blocks()):
+        study = ((cfg.meta or {}).get("provenance") or {}).get("study") or "STUDY"
+        raise NasError(f"{config}: the config has no attention in any stage (the attention-free baseline); nothing "
+                       f"to ablate: export an attention design and ablate that (python search.py export --study "
+                       f"{study} --pick knee -o best.yaml takes the knee of the front's attention designs; --trial N "
+                       f"picks one)")
+
+
+def _default_as_none(val_size: int | None, dataset: str | None, data: str | None, *, config: str | None = None,
+                     study=None) -> int | None:
+    """--val-size of promote and ablate: None (the default) when it equals
+    the default for the dataset (5,000, a tenth of a smaller training set),
+    so an explicit default is the same budget as none given (a resumed
+    promote or ablate is not refused as "another budget"). The dataset: its
+    name from --dataset, else the config's meta.dataset (ablate) or the
+    study's space (promote); its size from the (cached) images."""
+    from .data import DEFAULT_VAL_SIZE
+
+    if val_size is None or not 1 <= val_size <= DEFAULT_VAL_SIZE:  # the default is never outside that
+        return val_size
+    if dataset is None and config is not None:
+        from .config import load_config
+
+        dataset = load_config(config).meta.get("dataset")
+    if dataset is None and study is not None:
+        from .promote import _space_of
+
+        dataset = _space_of(study).fidelity.dataset
+    return None if val_size == default_val_size_of(dataset or "cifar10", data) else val_size
+
+
+def default_val_size_of(dataset: str, data: str | None) -> int:
+    """The default number of validation images of ``dataset`` (read from
+    ``data``, or its default folder)."""
+    from .data import default_val_size
+
+    return default_val_size(_num_train(dataset, data))
+
+
+@functools.lru_cache(maxsize=4)
+def _num_train(dataset: str, data: str | None) -> int:
+    """How many training images ``dataset`` has (its cached tensors, loaded
+    once more: promote and ablate load them again themselves)."""
+    from .data import load_dataset
+
+    return len(load_dataset(dataset, data).train_labels)
+
+
+def _promote_estimate(proxy, which: str, top: int | None, numbers: list[int] | None,
+                      args: argparse.Namespace) -> str:
+    """One line before promote trains: its budget and about how long it
+    takes, from the training speed (images/s) the search measured for each
+    architecture (the median of them for one it did not train)."""
+    import statistics
+
+    from .data import default_val_size
+    from .promote import _space_of, select_candidates
+    from .train import Recipe
+
+    dataset = _space_of(proxy).fidelity.dataset
+    candidates = select_candidates(proxy, which, top, numbers)
+    n = _num_train(dataset, args.data)
+    images = args.subset or n - 2 * (args.val_size or default_val_size(n))  # both held-out splits
+    epochs = Recipe().epochs if args.epochs is None else args.epochs
+    budget = (f"{len(candidates)} architectures x {args.seeds} seeds x {epochs:g} epochs x {images:,} images "
+              f"= {len(candidates) * args.seeds * epochs * images:,.0f} images trained")
+    speeds = {id(c): c.proxy.user_attrs.get("images_per_second") for c in candidates if c.proxy is not None}
+    known = [v for v in speeds.values() if v]
+    if not known:
+        return f"promote budget: {budget} (the search recorded no training speed to estimate the time from)"
+    typical = statistics.median(known)
+    seconds = sum(args.seeds * epochs * images / (speeds.get(id(c)) or typical) for c in candidates)
+    return (f"promote budget: {budget}; about {_duration(seconds)} of training at the speeds the search measured "
+            f"({min(known):.0f}-{max(known):.0f} images/s; trainings stored already are not trained again; "
+            f"--epochs, --subset and --seeds make it shorter)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import ABLATE, AblationRun, format_ablation, run_ablation
     from .evaluate import check_budget_args
@@ -663,6 +782,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
     if not Path(args.config).is_file():
         raise NasError(f"config file not found: {args.config}")
+    _check_has_attention(args.config)
+    args.val_size = _default_as_none(args.val_size, args.dataset, args.data, config=args.config)
     check_url(args.storage, 1)
     command = "python search.py " + " ".join(args.argv)
     run = AblationRun(config=args.config, storage=args.storage, study_name=args.study, seeds=args.seeds,

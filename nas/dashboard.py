@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from .errors import NasError
+from .noise import RESOLVED, SeedNoise, marks_legend, shown_accuracies, what_it_would_take
 from .storage import DEFAULT_STORAGE, is_journal, is_sqlite, mask_url
 
 #: environment variable naming the artifact folder (as --artifact-dir)
@@ -111,16 +113,30 @@ def _macs_delta(value) -> str:
 def _front_table(front: pd.DataFrame, has_baseline: bool) -> list[str]:
     latency = front.latency_ms.notna().any()
     head = ["trial", "val accuracy", "± seed std", "seeds", "noise", "MACs", *(["ms/step"] if latency else []),
-            "params", *(["Δ accuracy", "Δ MACs"] if has_baseline else []), "attention"]
+            "params", *(["Δ accuracy", "P(Δ>0)", "Δ MACs"] if has_baseline else []), "attention"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in front.itertuples():
-        cells = [str(r.trial) + (" (baseline)" if r.baseline else ""), f"{r.val_accuracy:.4f}",
+        cells = [str(r.trial) + (" (baseline)" if r.baseline else ""),
+                 f"{r.val_accuracy:.4f}" + ("" if r.selection_free else "*"),
                  _fmt(r.accuracy_std, ".4f"), str(r.seeds), r.noise or "", f"{r.macs / 1e6:.2f}M",
                  *([_fmt(r.latency_ms, ".1f")] if latency else []), f"{r.params:,}",
-                 *([_fmt(r.delta_accuracy, "+.4f"), _macs_delta(r.delta_macs)] if has_baseline else []),
+                 *([_fmt(r.delta_accuracy, "+.4f"), _fmt(r.p_gain, ".2f"), _macs_delta(r.delta_macs)]
+                   if has_baseline else []),
                  f"`{r.attention}`" if r.attention else "(fixed)"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _within_noise(front: pd.DataFrame, seed_std) -> list[str]:
+    """What it would take: where the front's best gain over the baseline is
+    within noise, the seeds per arm that would resolve it."""
+    gains = front[front.p_gain.notna() & ~front.baseline]
+    if gains.empty or (gains.p_gain >= RESOLVED).any() or not isinstance(seed_std, SeedNoise):
+        return []
+    best = gains.loc[gains.delta_accuracy.idxmax()]
+    return ["", f"**Within noise**: no front design's gain over the baseline is resolved (best: trial "
+                f"{int(best.trial)}, {best.delta_accuracy:+.4f}, P = {best.p_gain:.2f}); "
+                + what_it_would_take(float(best.delta_accuracy), seed_std, arms=len(front))]
 
 
 def _export_commands(study_name: str, storage: str | None, trial: int) -> str:
@@ -179,16 +195,19 @@ def study_note(study: optuna.Study, storage: str | None = None) -> str:
         ref = reference_point(study)
         hv = hypervolume([(r.val_accuracy, r.cost) for r in front.itertuples()], ref, scale)
         lines += [""] + _front_table(front, base is not None) + [
+            "", "val accuracy: the mean of the seeds drawn after the search selected the point; Δ and P(Δ>0) "
+                "(t-based) on the same seeds" + ("; *: no such seed, the selecting seed's accuracy (biased upwards)"
+                                                 if not front.selection_free.all() else ""),
             "", f"**Hypervolume** {hv:.4f} (reference point: accuracy {ref[0]:g}, {ref[1] / scale:g}{unit})"]
         if front.noise.astype(bool).any():
-            from .noise import marks_legend
-
             lines += ["", marks_legend(seed_std)]
+        lines += _within_noise(front, seed_std)
     else:
         lines += ["", "(no completed, trained trial yet)"]
     if base is not None:
         std = "" if base.user_attrs.get("accuracy_std") is None else f" ± {base.user_attrs['accuracy_std']:.4f}"
-        lines += ["", f"**Baseline** (no attention): trial {base.number}, accuracy {base.values[0]:.4f}{std}, "
+        shown = statistics.fmean(shown_accuracies(base)[0])
+        lines += ["", f"**Baseline** (no attention): trial {base.number}, accuracy {shown:.4f}{std}, "
                       f"{int(base.user_attrs['macs']) / 1e6:.2f}M MACs; the Δ columns are against it"]
     else:
         lines += ["", "**Baseline** (no attention): not trained in this study, so no Δ columns"]

@@ -144,10 +144,14 @@ class ImageData:
 
 @dataclass(eq=False)
 class Splits:
-    """Sorted int64 indices into the training split."""
+    """Sorted int64 indices into the training split: the images trained on,
+    the search's validation images and (``confirm_size`` > 0) the
+    confirmation images that ``promote``, ``ablate`` and ``train`` validate
+    on, disjoint from the search's (docs/design.md section 6a)."""
 
     train: torch.Tensor
     val: torch.Tensor
+    confirm: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
 
 # --------------------------------------------------------------------------
@@ -586,7 +590,7 @@ def default_val_size(num_train: int) -> int:
 
 
 def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None, *,
-                allow_no_val: bool = False) -> Splits:
+                allow_no_val: bool = False, confirm_size: int = 0) -> Splits:
     """Stratified validation split of the training set, and optionally a
     stratified subset of what remains for training. ``allow_no_val``:
     ``val_size`` 0 is allowed and holds nothing out (a final training run on
@@ -597,6 +601,12 @@ def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None,
     Indices are drawn with a torch.Generator seeded with ``seed``; the
     validation set does not depend on ``subset``, and for one seed a smaller
     subset is contained in a larger one (up to rounding of the shares).
+
+    ``confirm_size`` > 0 holds out a second stratified split, the
+    confirmation images, drawn right after the validation images of each
+    class (so the validation split is the same with or without it) and kept
+    out of the training images too: a design chosen on the validation images
+    is confirmed on images that played no part in choosing it.
     """
     labels = torch.as_tensor(labels)
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
@@ -604,23 +614,29 @@ def make_splits(labels, val_size: int, seed: int = 0, subset: int | None = None,
     n = labels.numel()
     _check_count("val_size", val_size, n - 1, f"the training set has {n} images and keeps at least one",
                  minimum=0 if allow_no_val else 1)
+    if confirm_size:
+        _check_count("confirm_size", confirm_size, n - 1 - val_size,
+                     f"{n - val_size} images remain after the validation split and training keeps at least one")
 
     generator = torch.Generator().manual_seed(int(seed))
     _, counts = torch.unique(labels, return_counts=True)
     by_class = torch.split(torch.argsort(labels, stable=True), counts.tolist())
-    val_parts, rest = [], []
-    for indices, k in zip(by_class, _allocate(counts.tolist(), val_size)):
+    val_parts, confirm_parts, rest = [], [], []
+    confirm_shares = _allocate(counts.tolist(), confirm_size)
+    for indices, k, c in zip(by_class, _allocate(counts.tolist(), val_size), confirm_shares):
         shuffled = indices[torch.randperm(len(indices), generator=generator)]
         val_parts.append(shuffled[:k])
-        rest.append(shuffled[k:])
+        confirm_parts.append(shuffled[k:k + c])
+        rest.append(shuffled[k + c:])
 
     if subset is not None:
-        available = n - val_size
+        available = n - val_size - confirm_size
         why = f"{available} training images remain after the validation split"
         _check_count("subset", subset, available, why)
         # The rest is already in random order, so a prefix is a random sample.
         rest = [r[:k] for r, k in zip(rest, _allocate([len(r) for r in rest], subset))]
-    return Splits(train=torch.cat(rest).sort().values, val=torch.cat(val_parts).sort().values)
+    return Splits(train=torch.cat(rest).sort().values, val=torch.cat(val_parts).sort().values,
+                  confirm=torch.cat(confirm_parts).sort().values)
 
 
 def _allocate(counts: list[int], total: int) -> list[int]:

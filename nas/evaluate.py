@@ -54,6 +54,9 @@ class TrainingData:
     num_classes: int
     image_size: int
     fingerprint: str
+    #: which held-out split measures accuracy ("search" or "confirmation") and a hash of its indices
+    validation: str = "search"
+    val_split: str = ""
 
 
 def check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None,
@@ -119,13 +122,31 @@ def load_training_data(fidelity, data_dir: str | None = None, images: ImageData 
     if data.image_size[0] != data.image_size[1]:
         raise NasError(f"{fidelity.dataset}: images are {data.image_size[0]}x{data.image_size[1]}; "
                        f"square images only")
-    val_size = fidelity.val_size if fidelity.val_size is not None else default_val_size(len(data.train_labels))
-    splits = make_splits(data.train_labels, val_size, seed=0, subset=fidelity.subset)
+    splits = budget_splits(data.train_labels, fidelity.val_size, fidelity.subset)
+    held_out = splits.confirm if getattr(fidelity, "validation", "search") == "confirmation" else splits.val
     train_images = data.train_images[splits.train]
     mean, std = channel_stats(train_images)
-    return TrainingData(train_images, data.train_labels[splits.train], data.train_images[splits.val],
-                        data.train_labels[splits.val], mean, std, data.num_classes, data.image_size[0],
-                        data.fingerprint)
+    return TrainingData(train_images, data.train_labels[splits.train], data.train_images[held_out],
+                        data.train_labels[held_out], mean, std, data.num_classes, data.image_size[0],
+                        data.fingerprint, getattr(fidelity, "validation", "search"), split_hash(held_out))
+
+
+def split_hash(indices: torch.Tensor) -> str:
+    """A short hash of a split's image indices (stored on each evaluation:
+    which images validated it)."""
+    import hashlib
+
+    return hashlib.sha256(indices.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+def budget_splits(labels, val_size: int | None, subset: int | None):
+    """The split every budget draws (seed 0, whatever the training seed):
+    the search's validation images, the confirmation images (as many,
+    disjoint) and the training images (``subset`` of the rest), so that the
+    search, promote, ablate and train all hold both out of training and a
+    design selected on the first is confirmed on the second."""
+    size = val_size if val_size is not None else default_val_size(len(labels))
+    return make_splits(labels, size, seed=0, subset=subset, confirm_size=size)
 
 
 def build_seeded(cfg: ArchConfig, seed: int, runtime) -> torch.nn.Module:
@@ -222,7 +243,8 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
         attrs = {"kind": EVALUATION, "role": role, "structure_hash": structure, "config": cfg.to_yaml(),
                  "budget": fidelity.as_dict(), "budget_key": budget_key, "seed": seed,
                  "device": runtime.device.type, "precision": runtime.precision, "macs": profiled["macs"],
-                 "params": profiled["params"], "train_images": len(data.train_labels), **(extra_attrs or {})}
+                 "params": profiled["params"], "train_images": len(data.train_labels),
+                 "validation": data.validation, "val_split": data.val_split, **(extra_attrs or {})}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if state is not None:
@@ -286,7 +308,7 @@ class EvaluationFailed(Exception):
 _TRAINING_ATTRS = ("kind", "structure_hash", "config", "budget", "budget_key", "seed", "device", "precision",
                    "macs", "params",
                    "train_images", "rungs", "images_trained", "train_seconds", "wall_seconds", "resumed_from_step",
-                   "val_accuracy")
+                   "val_accuracy", "validation", "val_split")
 
 
 def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:
@@ -334,16 +356,26 @@ def full_budget(dataset: str = "cifar10", epochs: float | None = None, subset: i
     """The ``train`` command's budget as a fidelity, for ``promote`` and
     ``ablate``: its recipe (:class:`nas.train.Recipe`'s defaults: 50 epochs,
     batch 256, lr 0.4, one epoch of warm-up, no clipping) on every training
-    image but the validation split (``subset``: a stratified part of them),
-    in one rung. The validation split is the search's (seed 0) whatever the
-    training seed, so every architecture is measured on the same images."""
+    image but the two held-out splits (``subset``: a stratified part of
+    them), in one rung, validated on the confirmation images
+    (:func:`budget_splits`): the same images whatever the training seed, and
+    none of those the search chose on."""
     from .space import Fidelity
     from .train import Recipe
 
     r = Recipe()
     return Fidelity(dataset=dataset, subset=subset, val_size=val_size,
                     rungs=[float(r.epochs if epochs is None else epochs)], eta=1, batch_size=r.batch_size, lr=r.lr,
-                    warmup=r.warmup_epochs, grad_clip=r.grad_clip, seed=0, repeats=1)
+                    warmup=r.warmup_epochs, grad_clip=r.grad_clip, seed=0, repeats=1, validation="confirmation")
+
+
+#: the first training seed of each command that trains at the full budget: no
+#: two of them (and no search, whose seeds start at its fidelity's seed, 0 by
+#: default) train with the same seeds, so a confirmation never re-runs the
+#: training that selected a design (a search trial's seed 0 rebuilt the proxy
+#: trial's very weights) and ablate never copies the promote that chose its
+#: config (calibrate's reference seeds are offset by 1000 likewise)
+SEED_OFFSETS = {"promote": 2000, "ablate": 3000}
 
 
 @dataclass
@@ -468,18 +500,15 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def difference(a: list[float], b: list[float], seed_std: float) -> tuple[float, float | None, float | None]:
-    """``mean(a) - mean(b)``, its standard error from the pooled ``seed_std``
-    (sigma * sqrt(1/na + 1/nb)) and the probability that it is above 0
-    (:func:`nas.noise.dominance_probability`); None where one seed or no std
-    leaves them unknown."""
-    from .noise import dominance_probability
+def difference(a: list[float], b: list[float], seed_std) -> tuple[float, float | None, float | None]:
+    """``mean(a) - mean(b)``, its standard error and the probability that it
+    is above 0, from the one decision function :func:`nas.noise.gain`
+    (``seed_std``: a :class:`nas.noise.SeedNoise`); None where one seed or
+    no std leaves them unknown."""
+    from .noise import gain
 
-    delta = mean_std(a)[0] - mean_std(b)[0]
-    if not seed_std > 0:
-        return delta, None, None
-    se = seed_std * math.sqrt(1 / len(a) + 1 / len(b))
-    return delta, se, dominance_probability(a, b, seed_std)
+    g = gain(a, b, seed_std)
+    return g.delta, g.se, g.probability
 
 
 def check_budget_args(epochs: float | None, subset: int | None, val_size: int | None, seeds: int,

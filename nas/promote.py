@@ -17,11 +17,18 @@ summary trial holds their mean (user attrs ``seed_accuracies``,
 ``export`` and the dashboard read the promoted study as any other: its
 front is drawn on the means, never on one seed.
 
+Confirmation on independent evidence (docs/design.md 6a): the seeds start
+at ``SEED_OFFSETS["promote"]`` (no search trained with them: a proxy trial's
+seed 0 would rebuild its very weights and batches) and accuracy is measured
+on the confirmation images, disjoint from the search's validation images and
+held out of training in both (:func:`nas.evaluate.budget_splits`).
+
 The table printed: per architecture the validation mean ± std, MACs,
 params, accuracy against the baseline with the standard error of the
-difference (from the seed std pooled over the promoted architectures) and
-the probability that the gain is real (:func:`nas.noise.dominance_probability`),
-and the training time per seed; then Kendall tau between proxy and promoted
+difference and the t-based probability that the gain is real (the decision
+function :func:`nas.noise.gain`, the seed std pooled over the promoted
+architectures weighted by n - 1; a diverged seed counts at chance accuracy
+in the mean and stays out of the pooled std), and the training time per seed; then Kendall tau between proxy and promoted
 accuracy (scipy) and whether the proxy's most accurate architecture is still
 the most accurate. ``test=True`` adds the test accuracy of the promoted
 front only, from the stored checkpoints: it is shown, never used to choose.
@@ -40,9 +47,9 @@ from optuna.trial import TrialState
 from .config import ArchConfig
 from .data import load_dataset
 from .errors import NasError
-from .evaluate import (EVALUATION, Job, check_same_data, difference, full_budget, load_training_data, mean_std,
+from .evaluate import (EVALUATION, SEED_OFFSETS, Job, check_same_data, full_budget, load_training_data, mean_std,
                        open_evaluations, run_jobs, sibling_evaluations)
-from .noise import RESOLVED, pooled_seed_std
+from .noise import RESOLVED, SeedNoise, bonferroni, gain, judge_best, pooled_noise, what_it_would_take
 from .search import baseline_trial, pareto_front
 from .space import Fidelity, parse_space
 from .storage import mask_url
@@ -109,6 +116,19 @@ class Promoted:
     def accuracy(self) -> float:
         return self.summary.values[0]
 
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.summary.user_attrs["seeds"]]
+
+    @property
+    def diverged(self) -> list[int]:
+        """Positions in ``accuracies`` of diverged seeds (counted at chance)."""
+        return [int(i) for i in self.summary.user_attrs.get("diverged_seeds") or []]
+
+    def stable(self) -> dict[int, float]:
+        """seed -> accuracy of the seeds that did not diverge."""
+        return {s: a for i, (s, a) in enumerate(zip(self.seeds, self.accuracies)) if i not in self.diverged}
+
 
 @dataclass
 class Promotion:
@@ -121,7 +141,7 @@ class Promotion:
     rows: list[Promoted]
     front: list[int]  # summary trial numbers on the promoted front
     baseline: Promoted | None
-    seed_std: float
+    seed_std: SeedNoise
     tau: float | None
     proxy_best: Promoted | None
     failed: list[str] = field(default_factory=list)
@@ -231,14 +251,20 @@ def _write_summary(study: optuna.Study, c: Candidate, runs: list[optuna.trial.Fr
     trainings or proxy link change (more seeds, a proxy trial of the
     baseline trained since), a new one ``supersedes`` the old (Optuna does
     not change a finished trial)."""
-    accuracies = [t.values[0] for t in runs]
-    mean, std = mean_std(accuracies)
     first = runs[0].user_attrs
+    chance = 1.0 / ArchConfig.from_yaml(first["config"]).num_classes
+    # a diverged seed counts at chance accuracy in the mean, as the search counts it (out of the pooled
+    # variance: its position is in diverged_seeds)
+    accuracies = [t.values[0] if t.state == TrialState.COMPLETE else chance for t in runs]
+    diverged = [i for i, t in enumerate(runs) if t.state != TrialState.COMPLETE]
+    mean, std = mean_std(accuracies)
     attrs = {"kind": PROMOTED, "config": first["config"], "structure_hash": first["structure_hash"],
              "macs": first["macs"], "params": first["params"], "fidelity": budget.as_dict(),
              "budget_key": budget.budget_key(), "seed": runs[0].user_attrs["seed"],
              "seeds": [t.user_attrs["seed"] for t in runs], "seed_accuracies": accuracies, "accuracy_std": std,
-             "evaluations": [t.number for t in runs], "rungs": [[budget.epochs, mean]],
+             "evaluations": [t.number for t in runs], "rungs": [[budget.epochs, mean]], "diverged_seeds": diverged,
+             "seed_failures": [f"seed {t.user_attrs['seed']}: {t.user_attrs.get('fail_reason')} (counted at chance "
+                               f"accuracy)" for t in runs if t.state != TrialState.COMPLETE],
              "train_seconds": round(sum(t.user_attrs.get("train_seconds", 0.0) for t in runs) / len(runs), 3),
              "images_trained": sum(t.user_attrs.get("images_trained", 0) for t in runs),
              "proxy_study": first.get("proxy_study"), "proxy_trial": None if c.proxy is None else c.proxy.number,
@@ -273,13 +299,23 @@ def _latency(c: Candidate, space, runtime) -> float:
 
 
 def _stored_runs(study: optuna.Study, budget_key: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    """structure hash -> the completed trainings at this budget, by seed."""
+    """structure hash -> the finished trainings at this budget, by seed: the
+    completed ones and those that diverged (FAIL, counted at chance)."""
     runs: dict[str, dict[int, optuna.trial.FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         a = t.user_attrs
-        if a.get("kind") == EVALUATION and a.get("budget_key") == budget_key:
+        if a.get("kind") == EVALUATION and a.get("budget_key") == budget_key and (
+                t.state == TrialState.COMPLETE or is_diverged(t)):
             runs.setdefault(a["structure_hash"], {}).setdefault(a["seed"], t)
     return {h: [by_seed[s] for s in sorted(by_seed)] for h, by_seed in runs.items()}
+
+
+def is_diverged(trial: optuna.trial.FrozenTrial) -> bool:
+    """A stored evaluation whose training diverged (not one that ran out of
+    memory or was interrupted: those say nothing about the design)."""
+    a = trial.user_attrs
+    return (trial.state == TrialState.FAIL and bool(a.get("training_failed"))
+            and str(a.get("fail_reason", "")).startswith("DivergedError"))
 
 
 def _candidate_of(summary: optuna.trial.FrozenTrial, proxy: optuna.Study) -> Candidate:
@@ -320,7 +356,9 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     data = load_training_data(budget, images=images)
     study = open_promoted(proxy, run.into or proxy.study_name + SUFFIX, url, budget, images.fingerprint, run.command)
     store = artifact_store(folder)
-    seeds = list(range(run.seeds))
+    # seeds no proxy training used (a search's start at its fidelity's seed, 0): the proxy trial's seed 0
+    # would rebuild its very weights and batches, the evidence that selected it
+    seeds = [SEED_OFFSETS["promote"] + i for i in range(run.seeds)]
     latency = cost_objective(proxy) == "latency"
     costs = {c.cfg.structure_hash(): _latency(c, space, runtime) if latency else None for c in candidates}
 
@@ -367,7 +405,7 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
             for h, summary in latest.items()]
     if not rows:
         raise NasError("no promoted architecture finished a training: " + "; ".join(failed))
-    seed_std = pooled_seed_std([r.summary for r in rows])
+    seed_std = pooled_noise([r.stable() for r in rows])
     front = {t.number for t in pareto_front(study)}
     baseline = next((r for r in rows if r.candidate.baseline), None)
     with_proxy = [r for r in rows if r.candidate.proxy is not None]
@@ -420,6 +458,8 @@ def _test_accuracies(rows: list[Promoted], study: optuna.Study, store, images, r
     for row in rows:
         row.test = []
         for number in row.summary.user_attrs["evaluations"]:
+            if trials[number].state != TrialState.COMPLETE:  # diverged: no checkpoint
+                continue
             attached = trial_artifacts(study, trials[number])
             if not attached:
                 raise NasError(f"--test: trial {number} of study {study.study_name!r} has no checkpoint in the "
@@ -457,8 +497,9 @@ def format_promotion(p: Promotion) -> str:
         mean, std = r.accuracy, r.summary.user_attrs.get("accuracy_std")
         delta = ""
         if base is not None and r is not base:
-            d, se, prob = difference(r.accuracies, base.accuracies, p.seed_std)
-            delta = f"{d:+7.4f}  {'' if se is None else f'{se:.4f}':>6}  {'' if prob is None else f'{prob:.2f}':>6}"
+            g = _gain(r, base, p.seed_std)
+            delta = (f"{g.delta:+7.4f}  {'' if g.se is None else f'{g.se:.4f}':>6}  "
+                     f"{'' if g.probability is None else f'{g.probability:.2f}':>6}")
         else:
             delta = f"{'':>7}  {'':>6}  {'':>6}"
         test = ""
@@ -475,9 +516,10 @@ def format_promotion(p: Promotion) -> str:
             f"{r.summary.user_attrs['macs'] / 1e6:7.2f}M  {r.summary.user_attrs['params']:>9,}  {delta}  "
             f"{r.train_seconds:7.0f}  {test}{_attention(r)}")
     cost = p.study.metric_names[1] if p.study.metric_names else "macs"
-    if p.seed_std > 0:
+    if p.seed_std.known:
         noise = (f"± Δ: its standard error from the seed std pooled over the promoted architectures, "
-                 f"{p.seed_std:.4f}; P(Δ>0): the probability that the gain is real")
+                 f"{p.seed_std.std:.4f} ({p.seed_std.df} degrees of freedom); P(Δ>0): the t-based probability that "
+                 f"the gain is real")
     elif any(len(r.accuracies) > 1 for r in p.rows):
         noise = "no ± Δ: fewer than two architectures have 2+ seeds, so no seed std is known yet"
     else:
@@ -499,11 +541,12 @@ def format_promotion(p: Promotion) -> str:
         if best is p.proxy_best:
             lines.append(f"the proxy's most accurate ({p.proxy_best.candidate.label}) is still the most accurate")
         else:
-            d, se, prob = difference(best.accuracies, p.proxy_best.accuracies, p.seed_std)
+            g = _gain(best, p.proxy_best, p.seed_std)
+            prob = g.probability
             within = "" if prob is None else (f"; within noise (P = {prob:.2f})" if prob < RESOLVED else
                                               f"; beyond noise (P = {prob:.2f})")
             lines.append(f"the proxy's most accurate ({p.proxy_best.candidate.label}) is now rank {rank} of "
-                         f"{len(p.rows)}: {best.candidate.label} is {d:+.4f} more accurate{within}")
+                         f"{len(p.rows)}: {best.candidate.label} is {g.delta:+.4f} more accurate{within}")
     if base is not None:
         lines.append(_verdict(p))
     for line in p.failed:
@@ -517,26 +560,51 @@ def verdict_threshold(designs: int) -> float:
     Bonferroni correction, 1 - (1 - RESOLVED) / designs (picking the best of
     K and testing it once would call a null effect a win far more often
     than 1 - RESOLVED: with 8 designs, more than half the time)."""
-    return 1 - (1 - RESOLVED) / max(1, designs)
+    return bonferroni(designs)
+
+
+def _gain(higher: Promoted, lower: Promoted, noise: SeedNoise):
+    """The decision function (:func:`nas.noise.gain`) on two promoted rows,
+    their seeds given so that a paired test is used where it is stronger."""
+    return gain(higher.accuracies, lower.accuracies, noise, higher_seeds=higher.seeds, lower_seeds=lower.seeds)
+
+
+def decide(rows: list[Promoted], base: Promoted, noise: SeedNoise) -> tuple[Promoted, object, float] | None:
+    """The verdict's numbers (:func:`nas.noise.judge_best`): the most
+    accurate attention design, its gain over the baseline and the bar it
+    must reach; None with no design."""
+    others = [r for r in rows if r is not base]
+    if not others:
+        return None
+    v = judge_best([r.accuracies for r in others], base.accuracies, noise, seeds=[r.seeds for r in others],
+                   baseline_seeds=base.seeds)
+    return others[v.best], v.gain, v.bar
+
+
+#: the verdict's opening words, one per outcome (tests match on them whole)
+BEATS = "VERDICT: attention beats the baseline beyond noise"
+NO_BEAT = "VERDICT: no attention design beats the baseline beyond noise"
+UNKNOWN_NOISE = "VERDICT: noise unknown"
 
 
 def _verdict(p: Promotion) -> str:
-    """Does any attention design beat the baseline beyond noise?"""
+    """Does any attention design beat the baseline beyond noise? And if not,
+    what would it take to know."""
     base = p.baseline
-    others = [r for r in p.rows if r is not base]
-    if not others:
+    decided = decide(p.rows, base, p.seed_std)
+    if decided is None:
         return "only the baseline was promoted"
-    best = max(others, key=lambda r: r.accuracy)
-    d, se, prob = difference(best.accuracies, base.accuracies, p.seed_std)
-    if prob is None:
-        return (f"best attention design: {best.candidate.label}, {d:+.4f} against the baseline "
-                f"(noise unknown: train 2+ seeds)")
-    bar = verdict_threshold(len(others))
-    tested = f"P = {prob:.3f}; the best of {len(others)} design(s) counts at P >= {bar:.3f}"
-    if prob >= bar:
-        return f"attention beats the baseline beyond noise: {best.candidate.label}, {d:+.4f} ± {se:.4f} ({tested})"
-    return (f"no attention design beats the baseline beyond noise: the best, {best.candidate.label}, is "
-            f"{d:+.4f} ± {se:.4f} ({tested})")
+    best, g, bar = decided
+    designs = len(p.rows) - 1
+    if g.probability is None:
+        return (f"{UNKNOWN_NOISE}: best attention design {best.candidate.label}, {g.delta:+.4f} against the "
+                f"baseline (train 2+ seeds)")
+    tested = (f"{g.test}, {g.df} df, P = {g.probability:.3f}; the best of {designs} design(s) counts at "
+              f"P >= {bar:.3f}")
+    if g.probability >= bar:
+        return f"{BEATS}: {best.candidate.label}, {g.delta:+.4f} ± {g.se:.4f} ({tested})"
+    return (f"{NO_BEAT}: the best, {best.candidate.label}, is {g.delta:+.4f} ± {g.se:.4f} ({tested})\n"
+            + what_it_would_take(g.delta, p.seed_std, level=bar, arms=len(p.rows)))
 
 
 def _attention(r: Promoted) -> str:

@@ -18,8 +18,8 @@ from .config import ArchConfig
 from .errors import NasError
 from .models import build_model
 from .profile import profile
-from .noise import neighbour_marks
-from .search import baseline_trial, pareto_front, study_seed_std
+from .noise import front_gain, neighbour_marks, shown_accuracies
+from .search import _attention_free, baseline_trial, pareto_front, study_seed_std
 from .storage import DEFAULT_STORAGE, mask_url
 
 PICKS = ("knee", "accuracy", "smallest")
@@ -75,11 +75,17 @@ def _has_retry(study: optuna.Study, number: int) -> bool:
                for t in study.get_trials(deepcopy=False))
 
 
-def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
-    """The front on mean accuracies, with each point's seed spread, its
-    noise mark against the cheaper neighbour (:func:`nas.noise.neighbour_marks`)
-    and its accuracy and MACs against the study's attention-free baseline
-    (``delta_*``; empty when the study has no trained baseline)."""
+def front_frame(study: optuna.Study, seed_std) -> pd.DataFrame:
+    """The front (:func:`nas.search.pareto_front`) with each point's
+    accuracy as the mean of the seeds drawn after the search selected it
+    (``selection_free`` False: it has none, and the value is its selecting
+    seed's, biased upwards), its seed spread, its noise mark against the
+    cheaper neighbour (:func:`nas.noise.neighbour_marks`) and its accuracy,
+    P(gain > 0) and MACs against the study's attention-free baseline
+    (``delta_*``, ``p_gain``, on the same seeds; empty when the study has no
+    trained baseline)."""
+    import statistics
+
     front = pareto_front(study)
     marks = neighbour_marks(front, seed_std)
     base = baseline_trial(study)
@@ -87,21 +93,27 @@ def front_frame(study: optuna.Study, seed_std: float) -> pd.DataFrame:
     def delta(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         # what attention bought and cost against the attention-free backbone
         if base is None:
-            return {"delta_accuracy": None, "delta_macs": None}
-        return {"delta_accuracy": t.values[0] - base.values[0],
+            return {"delta_accuracy": None, "p_gain": None, "delta_macs": None}
+        g = front_gain(t, base, seed_std)
+        return {"delta_accuracy": g.delta, "p_gain": None if t.number == base.number else g.probability,
                 "delta_macs": int(t.user_attrs["macs"]) - int(base.user_attrs["macs"])}
 
-    return pd.DataFrame([{
-        "trial": t.number, "val_accuracy": t.values[0], "accuracy_std": t.user_attrs.get("accuracy_std"),
-        "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
-        "macs": int(t.user_attrs["macs"]), "latency_ms": t.user_attrs.get("latency_ms"), "cost": t.values[1],
-        "params": t.user_attrs["params"],
-        "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
-        "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
-        **delta(t), "baseline": bool(t.user_attrs.get("baseline")) or (base is not None and t.number == base.number),
-    } for t, mark in zip(front, marks)], columns=["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs",
-                                                  "latency_ms", "cost", "params", "elementwise", "structure_hash",
-                                                  "attention", "delta_accuracy", "delta_macs", "baseline"])
+    rows = []
+    for t, mark in zip(front, marks):
+        shown, free = shown_accuracies(t)
+        rows.append({
+            "trial": t.number, "val_accuracy": statistics.fmean(shown), "selection_free": free,
+            "accuracy_std": t.user_attrs.get("accuracy_std"),
+            "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
+            "macs": int(t.user_attrs["macs"]), "latency_ms": t.user_attrs.get("latency_ms"), "cost": t.values[1],
+            "params": t.user_attrs["params"],
+            "elementwise": t.user_attrs.get("elementwise"), "structure_hash": t.user_attrs["structure_hash"],
+            "attention": " ".join(f"{k[:-5]}={v}" for k, v in t.params.items() if k.endswith(".type")),
+            **delta(t), "baseline": bool(t.user_attrs.get("baseline")) or (base is not None and t.number == base.number),
+        })
+    return pd.DataFrame(rows, columns=["trial", "val_accuracy", "selection_free", "accuracy_std", "seeds", "noise",
+                                       "macs", "latency_ms", "cost", "params", "elementwise", "structure_hash",
+                                       "attention", "delta_accuracy", "p_gain", "delta_macs", "baseline"])
 
 
 def cost_objective(study: optuna.Study) -> str:
@@ -242,7 +254,11 @@ def pick_trial(study: optuna.Study, pick: str = "knee", max_macs: float | None =
     """A trained, completed trial: ``trial_number`` if given, else from the
     Pareto front (under ``max_macs``) the most accurate, the smallest, or the
     knee — the point furthest from the line joining those two, with both
-    objectives scaled to [0, 1] over the front."""
+    objectives scaled to [0, 1] over the front. The knee is taken over the
+    front's attention designs (:func:`knee_candidates`): the attention-free
+    baseline is the reference a design is measured against, not a design to
+    choose (nor to ablate); it is the knee only when no attention design is
+    on the front."""
     if trial_number is not None:
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         t = trials.get(trial_number)
@@ -267,7 +283,24 @@ def pick_trial(study: optuna.Study, pick: str = "knee", max_macs: float | None =
         return max(front, key=lambda t: (t.values[0], -t.values[1]))
     if pick == "smallest":
         return min(front, key=lambda t: (t.values[1], -t.values[0]))
-    return _knee(front)
+    return _knee(knee_candidates(front)[0])
+
+
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """The attention-free baseline: the trial marked ``baseline`` (the
+    search's enqueued one, a promoted study's baseline summary) or any trial
+    whose stored architecture has no attention anywhere."""
+    return bool(trial.user_attrs.get("baseline")) or _attention_free(trial)
+
+
+def knee_candidates(front: list[optuna.trial.FrozenTrial]
+                    ) -> tuple[list[optuna.trial.FrozenTrial], list[optuna.trial.FrozenTrial]]:
+    """(the front points the knee is taken over, the baselines left out):
+    the attention designs when the front has any, else the whole front."""
+    designs = [t for t in front if not is_baseline(t)]
+    if not designs:
+        return list(front), []
+    return designs, [t for t in front if is_baseline(t)]
 
 
 def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:

@@ -2,7 +2,11 @@
 (``python search.py train CONFIG.yaml``), report validation and test
 accuracy, and save a checkpoint and a results file next to the YAML.
 
-The test split is touched here and nowhere in the search.
+The test split is touched here and nowhere in the search. Validation is on
+the confirmation images of :func:`nas.evaluate.budget_splits` (drawn with
+seed 0 whatever the training seed, so ``train --seed S`` and ``promote``
+validate on the same images), and training excludes them and the search's
+validation images; ``val_size`` 0 holds nothing out.
 """
 from __future__ import annotations
 
@@ -18,13 +22,29 @@ import yaml
 
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: F401 (also this module's API)
 from .config import load_config
-from .data import DEFAULT_VAL_SIZE, channel_stats, load_dataset, make_splits
+from .data import Splits, channel_stats, load_dataset, make_splits
 from .device import configure_threads, resolve_runtime
 from .errors import NasError
-from .evaluate import check_config_fits
+from .evaluate import budget_splits, check_config_fits
 from .models import build_model
 from .provenance import versions
 from .train import Recipe, evaluate, train
+
+
+def train_splits(labels, val_size: int | None = None, subset: int | None = None) -> Splits:
+    """The images ``train`` trains and validates on, whatever its seed:
+    ``.val`` is the confirmation split of :func:`nas.evaluate.budget_splits`
+    (the images ``promote`` and ``ablate`` validate on at the same
+    ``val_size``; ``None``: the default, 5,000 or a tenth of a smaller
+    training set), ``.train`` every training image but that split and the
+    search's validation images (``subset``: a stratified part of them).
+    ``val_size`` 0: nothing held out, every training image (or ``subset``
+    of them) is trained on."""
+    if val_size is not None and val_size <= 0:  # 0: none held out (a negative size is refused there)
+        splits = make_splits(labels, val_size, seed=0, subset=subset, allow_no_val=True)
+        return Splits(train=splits.train, val=splits.val)
+    splits = budget_splits(labels, val_size, subset)
+    return Splits(train=splits.train, val=splits.confirm)
 
 
 def train_config(config_path: str | Path, *, epochs: float | None = None, batch_size: int | None = None,
@@ -48,8 +68,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
 
     images = load_dataset(dataset, root=data)
     check_config_fits(cfg, images, dataset, str(path))
-    splits = make_splits(images.train_labels, DEFAULT_VAL_SIZE if val_size is None else val_size,
-                         seed=seed, subset=subset, allow_no_val=True)
+    splits = train_splits(images.train_labels, val_size, subset)  # the same images whatever the seed
     mean, std = channel_stats(images.train_images, splits.train)
 
     torch.manual_seed(seed)
@@ -57,7 +76,7 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     # A killed run resumes from here (same model, data, split and recipe).
     state_file = path.with_name(path.stem + ".train-state.pt")
     run_key = (f"{cfg.structure_hash()}|{images.fingerprint}|seed={seed}|val={splits.val.numel()}|"
-               f"train={splits.train.numel()}|{runtime.precision}|{dataclasses.asdict(recipe)}")
+               f"train={splits.train.numel()}|split=budget|{runtime.precision}|{dataclasses.asdict(recipe)}")
     result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
                    images.train_images[splits.val], images.train_labels[splits.val], mean, std,
                    recipe, runtime, progress=progress, state_path=state_file, state_key=run_key)
@@ -81,6 +100,8 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe).items()},
         "train_images": int(splits.train.numel()),
         "val_images": int(splits.val.numel()),
+        # the confirmation images of nas.evaluate.budget_splits (as promote's), or none held out
+        "validation": "confirmation" if splits.val.numel() else "none",
         "val_accuracy": None if math.isnan(result.val_accuracy) else result.val_accuracy,
         "test_accuracy": test_accuracy,
         "test_accuracy_flip_tta": test_accuracy_flip,

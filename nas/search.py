@@ -39,7 +39,8 @@ from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
 from .evaluate import EVALUATION, TrainingData, build_seeded, check_same_data, load_training_data, train_architecture
 from .progress import progress_for_terminal
-from .noise import marks_legend, near_front, neighbour_marks, pooled_seed_std
+from .noise import (SeedNoise, front_gain, marks_legend, near_front, neighbour_marks, selecting_accuracy,
+                    shown_accuracies, study_noise, trial_noise)
 from .profile import measure_step_latency, profile
 from .provenance import versions
 from .space import OBJECTIVE_ATTRS, SearchSpace
@@ -257,7 +258,8 @@ class Objective:
         attrs = {
             "macs": cost["macs"], "params": cost["params"], "elementwise": cost["elementwise"],
             "structure_hash": structure, "config": cfg.to_yaml(), "fidelity_key": self.fidelity_key,
-            "fidelity": f.as_dict(), "seed": f.seed,
+            "fidelity": f.as_dict(), "seed": f.seed, "validation": self.data.validation,
+            "val_split": self.data.val_split,
         }
         if "latency_ms" in cost:
             attrs["latency_ms"] = cost["latency_ms"]
@@ -304,8 +306,9 @@ class Objective:
             trial.set_user_attr("rungs", rungs)
             if index == len(f.rungs) - 1 or not self.halving or trial.user_attrs.get("baseline"):
                 return False  # the baseline is every report's reference: it always trains its budget
+            # judged on accuracy and every cost objective, once enough peers reached the rung
             others = self._rung_points(trial, index)
-            return not halving.continues((accuracy, costs[0]), others, f.eta)
+            return not halving.continues((accuracy, *costs), others, f.eta)
 
         # profiling ran in eval mode without gradients: the weights are still the initial ones
         result = train_architecture(cfg, self.data, f, f.seed, self.runtime, callback=at_rung, model=model,
@@ -320,28 +323,35 @@ class Objective:
                                      f"(accuracy {result.val_accuracy:.4f})")
         trial.set_user_attr("seed_accuracies", [result.val_accuracy])
         if f.repeats > 1:
-            return values(self._repeat_if_near_front(trial, cfg, costs[0], result))
+            return values(self._repeat_if_near_front(trial, cfg, costs, result))
         return values(result.val_accuracy)
 
-    def _repeat_if_near_front(self, trial: optuna.Trial, cfg, cost: float, first) -> float:
-        """Train a front candidate with the fidelity's further seeds (design.md
+    def _repeat_if_near_front(self, trial: optuna.Trial, cfg, costs: list[float], first) -> float:
+        """Train a front candidate with the fidelity's further seeds (docs/design.md
         6a) and return the mean accuracy; any other trial keeps its one seed.
 
-        A candidate is a trial that no finished trial dominates by more than
-        the noise: twice the pooled seed std of the trials repeated so far at
-        this fidelity (0 until two have been, so at first only trials on the
-        front are repeated). A seed whose training diverges counts at chance
-        accuracy, what such a model predicts."""
+        A candidate is a trial whose first seed no finished trial's first seed
+        dominates by more than the noise (every cost objective counted): twice
+        the pooled seed std of the trials repeated so far at this fidelity (0
+        until two have been, so at first only trials on the front are
+        repeated). The first seed is the selection evidence; the further seeds
+        are drawn after the selection, so the reports judge gains on them
+        (:func:`nas.noise.front_gain`). The baseline takes its further seeds
+        the same way, unconditionally. A seed whose training diverges counts
+        at chance accuracy, what such a model predicts (in the mean, out of
+        the pooled variance, listed in ``seed_failures``; its position in
+        ``diverged_seeds``)."""
         f = self.space.fidelity
         others = [t for t in self._others(trial) if t.state == TrialState.COMPLETE and "not_trained" not in t.user_attrs
                   and "duplicate_of" not in t.user_attrs]
-        noise = 2.0 * pooled_seed_std(others)
+        noise = 2.0 * trial_noise(others).std
         trial.set_user_attr("front_noise", noise)
-        points = [(t.values[0], t.values[1]) for t in others]
-        if not near_front((first.val_accuracy, cost), points, noise):
+        points = [(selecting_accuracy(t), *t.values[1:]) for t in others if t.values]
+        if not trial.user_attrs.get("baseline") and not near_front((first.val_accuracy, *costs), points, noise):
             return first.val_accuracy
         accuracies = [first.val_accuracy]
-        images, seconds, failures = first.images_seen, first.train_seconds, []
+        images, seconds, failures, diverged = first.images_seen, first.train_seconds, [], []
+        kept = [f.seeds()[0]]  # the seed of each entry of seed_accuracies
         for seed in f.seeds()[1:]:
             try:
                 if self._bar is not None:
@@ -350,7 +360,9 @@ class Objective:
             except DivergedError as exc:
                 # an architecture that diverges with some seeds is unstable:
                 # the mean says so (a diverged model predicts at chance)
+                diverged.append(len(accuracies))
                 accuracies.append(1.0 / self.data.num_classes)
+                kept.append(seed)
                 images += exc.images_seen
                 seconds += exc.train_seconds
                 failures.append(f"seed {seed}: DivergedError: {exc} (counted at chance accuracy)")
@@ -359,6 +371,7 @@ class Objective:
                                 f"(left out of the mean)")
             else:
                 accuracies.append(again.val_accuracy)
+                kept.append(seed)
                 images += again.images_seen
                 seconds += again.train_seconds
             # every seed's images and time count where compute is counted
@@ -367,14 +380,11 @@ class Objective:
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if failures:
                 trial.set_user_attr("seed_failures", failures)
-        trial.set_user_attr("seeds", f.seeds())
+            trial.set_user_attr("diverged_seeds", diverged)
+        trial.set_user_attr("seeds", kept)
         if len(accuracies) > 1:
             trial.set_user_attr("accuracy_std", statistics.stdev(accuracies))
         return statistics.fmean(accuracies)
-
-    @property
-    def _cost_attr(self) -> str:
-        return OBJECTIVE_ATTRS[self.space.objectives[1]]
 
     def _step_latency(self, trial: optuna.Trial, structure: str, model) -> float:
         """Milliseconds per training step at the fidelity's batch size on the
@@ -403,12 +413,19 @@ class Objective:
                 return t
         return None
 
-    def _rung_points(self, trial: optuna.Trial, index: int) -> list[tuple[float, float]]:
+    def _rung_points(self, trial: optuna.Trial, index: int) -> list[tuple[float, ...]]:
+        """The peers a trial is judged against at rung ``index``
+        (:mod:`nas.halving`): (accuracy at the rung, every cost objective) of
+        the other trials that reached it, without copies of another trial's
+        result and without the attention-free baseline (the reference, not a
+        competitor: it trains its full budget)."""
+        attrs = [OBJECTIVE_ATTRS[o] for o in self.space.objectives[1:]]
         points = []
         for t in self._others(trial):
             rungs = t.user_attrs.get("rungs") or []
-            if len(rungs) > index and "duplicate_of" not in t.user_attrs:
-                points.append((float(rungs[index][1]), float(t.user_attrs[self._cost_attr])))
+            if (len(rungs) > index and "duplicate_of" not in t.user_attrs and not t.user_attrs.get("baseline")
+                    and all(a in t.user_attrs for a in attrs)):
+                points.append((float(rungs[index][1]), *(float(t.user_attrs[a]) for a in attrs)))
         return points
 
 
@@ -635,20 +652,23 @@ def _summary(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, trained, completed trials not dominated in (accuracy, cost),
-    one per architecture, sorted by cost: the study's second objective, MACs
-    or latency."""
+    """Feasible, trained, completed trials not dominated in (accuracy, every
+    cost objective), one per architecture, sorted by the first cost (MACs or
+    latency). A search trial stands on the accuracy it was selected on, its
+    first seed (:func:`nas.noise.selecting_accuracy`), so that its further
+    seeds, drawn after the selection, can judge it without the selection's
+    bias; a promoted summary on its seed mean."""
     done = [t for t in _results(study) if "not_trained" not in t.user_attrs]
-    points = [(t.values[0], t.values[1]) for t in done]
+    points = [(selecting_accuracy(t), *t.values[1:]) for t in done]
     ranks = halving.nondominated_ranks(points)
     front = [t for t, r in zip(done, ranks) if r == 0]
-    return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
+    return sorted(front, key=lambda t: (t.values[1], -selecting_accuracy(t)))
 
 
-def study_seed_std(study: optuna.Study) -> float:
-    """The pooled seed std of the study's repeated trials
-    (:func:`nas.noise.pooled_seed_std`): the noise the front is judged with."""
-    return pooled_seed_std(_results(study))
+def study_seed_std(study: optuna.Study) -> SeedNoise:
+    """The pooled seed noise of the study's repeated trials
+    (:func:`nas.noise.study_noise`): the noise the front is judged with."""
+    return study_noise(_results(study))
 
 
 def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -662,43 +682,65 @@ def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in done if t.number not in superseded]
 
 
-def format_front(front: list[optuna.trial.FrozenTrial], seed_std: float = 0.0,
+def format_front(front: list[optuna.trial.FrozenTrial], seed_std: SeedNoise | float = 0.0,
                  baseline: optuna.trial.FrozenTrial | None = None) -> str:
-    """The front as a table: mean validation accuracy over the seeds a
-    point was trained with, its std, the noise mark of
-    :func:`nas.noise.neighbour_marks` (explained under the table) and, given
-    the study's attention-free ``baseline``, accuracy and MACs against it."""
+    """The front as a table: per point the mean validation accuracy of the
+    seeds drawn after the search selected it (``*`` after the value: it has
+    none, and the value is the selecting seed's, biased upwards), its seed
+    std, the noise mark of :func:`nas.noise.neighbour_marks` (explained under
+    the table) and, given the study's attention-free ``baseline``, accuracy,
+    P(gain > 0) and MACs against it, judged on those seeds too."""
     marks = neighbour_marks(front, seed_std)
     timed = any("latency_ms" in t.user_attrs for t in front)
-    lines = [f"{'trial':>5}  {'val acc':>7}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  "
+    lines = [f"{'trial':>5}  {'val acc':>8}  {'± std':>6}  {'seeds':>5}  {'noise':>5}  {'MACs':>8}  "
              + (f"{'ms/step':>8}  " if timed else "") + f"{'params':>9}  "
-             + (f"{'Δ acc':>7}  {'Δ MACs':>8}  " if baseline is not None else "") + "attention"]
+             + (f"{'Δ acc':>7}  {'P(Δ>0)':>6}  {'Δ MACs':>8}  " if baseline is not None else "") + "attention"]
+    biased = False
     for t, mark in zip(front, marks):
         seeds = len(t.user_attrs.get("seed_accuracies") or [0])
         std = t.user_attrs.get("accuracy_std")
+        shown, free = shown_accuracies(t)
+        biased |= not free
         latency = f"{t.user_attrs.get('latency_ms', math.nan):8.1f}  " if timed else ""
         delta = ""
         if baseline is not None:
-            delta = (f"{t.values[0] - baseline.values[0]:+7.4f}  "
+            g = front_gain(t, baseline, seed_std if isinstance(seed_std, SeedNoise) else _as_noise(seed_std))
+            p = "" if g.probability is None or t.number == baseline.number else f"{g.probability:.2f}"
+            delta = (f"{g.delta:+7.4f}  {p:>6}  "
                      f"{(t.user_attrs['macs'] - baseline.user_attrs['macs']) / 1e6:+7.2f}M  ")
-        lines.append(f"{t.number:>5}  {t.values[0]:7.4f}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
+        value = f"{statistics.fmean(shown):7.4f}{' ' if free else '*'}"
+        lines.append(f"{t.number:>5}  {value:>8}  {'' if std is None else f'{std:.4f}':>6}  {seeds:>5}  "
                      f"{mark:>5}  {t.user_attrs['macs'] / 1e6:7.2f}M  {latency}{t.user_attrs['params']:>9,}  "
                      f"{delta}{_attention_summary(t)}")
+    lines.append("val acc: the mean of the seeds drawn after the search selected the point (its first seed chose it)"
+                 + ("; *: no such seed, the selecting seed's accuracy (biased upwards on a front)" if biased else ""))
     if baseline is not None:
-        lines.append(f"Δ: against the attention-free baseline, trial {baseline.number} "
-                     f"(accuracy {baseline.values[0]:.4f}, {baseline.user_attrs['macs'] / 1e6:.2f}M MACs)")
+        base_shown = statistics.fmean(shown_accuracies(baseline)[0])
+        lines.append(f"Δ, P(Δ>0): against the attention-free baseline, trial {baseline.number} "
+                     f"(accuracy {base_shown:.4f}, {baseline.user_attrs['macs'] / 1e6:.2f}M MACs), on the seeds "
+                     f"after selection, t-based")
     if any(marks):
         lines.append(marks_legend(seed_std))
     return "\n".join(lines)
 
 
-def front_summary(front: list[optuna.trial.FrozenTrial], seed_std: float) -> list[dict]:
-    """The front as plain data (a study user attr): per point its mean
-    accuracy, seed std, seeds and noise mark."""
-    return [{"trial": t.number, "accuracy": round(t.values[0], 6), "accuracy_std": t.user_attrs.get("accuracy_std"),
-             "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark, "macs": int(t.user_attrs["macs"]),
-             **({"latency_ms": t.user_attrs["latency_ms"]} if "latency_ms" in t.user_attrs else {})}
-            for t, mark in zip(front, neighbour_marks(front, seed_std))]
+def _as_noise(std: float) -> SeedNoise:
+    return SeedNoise(float(std), 10**6) if std and std > 0 else SeedNoise()
+
+
+def front_summary(front: list[optuna.trial.FrozenTrial], seed_std: SeedNoise | float) -> list[dict]:
+    """The front as plain data (a study user attr): per point the mean
+    accuracy of its seeds after selection (``selection_free`` False: only the
+    selecting seed), seed std, seeds and noise mark."""
+    out = []
+    for t, mark in zip(front, neighbour_marks(front, seed_std)):
+        shown, free = shown_accuracies(t)
+        out.append({"trial": t.number, "accuracy": round(statistics.fmean(shown), 6), "selection_free": free,
+                    "accuracy_std": t.user_attrs.get("accuracy_std"),
+                    "seeds": len(t.user_attrs.get("seed_accuracies") or [0]), "noise": mark,
+                    "macs": int(t.user_attrs["macs"]),
+                    **({"latency_ms": t.user_attrs["latency_ms"]} if "latency_ms" in t.user_attrs else {})})
+    return out
 
 
 def _attention_summary(trial: optuna.trial.FrozenTrial) -> str:

@@ -59,7 +59,9 @@ PLACEMENTS = ("stage", "block")
 _TOP_KEYS = ("description", "backbone", "width_multiplier", "stages", "placement", "types", "params",
              "stage_params", "fidelity", "objectives", "constraints", "sampler", "population_size", "seed")
 _FIDELITY_KEYS = ("dataset", "subset", "val_size", "rungs", "eta", "batch_size", "lr", "warmup", "grad_clip", "seed",
-                  "repeats")
+                  "repeats", "validation")
+#: the held-out splits a fidelity can validate on (see Fidelity.validation)
+VALIDATION_SPLITS = ("search", "confirmation")
 _CONSTRAINT_KEYS = ("max_macs", "max_params")
 
 
@@ -107,6 +109,12 @@ class Fidelity:
     #: last rung lands on, or within noise of, the current front is trained
     #: again with seeds seed+1 .. seed+repeats-1 and reports the mean. 1: off.
     repeats: int = 1
+    #: which held-out images measure accuracy: "search" (the search's and
+    #: calibrate's validation split) or "confirmation" (a disjoint split that
+    #: promote, ablate and train validate on, so that a design is confirmed on
+    #: images that played no part in choosing it); both are held out of
+    #: training either way (docs/design.md 6a)
+    validation: str = "search"
 
     @property
     def epochs(self) -> float:
@@ -119,7 +127,7 @@ class Fidelity:
         blob = yaml.safe_dump(
             {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
              "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup, "grad_clip": self.grad_clip,
-             "seed": self.seed, "modules": _attention.COMPUTE_REVISION}, sort_keys=True)
+             "seed": self.seed, "modules": _attention.COMPUTE_REVISION, **self._split_key()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def budget_key(self) -> str:
@@ -128,8 +136,13 @@ class Fidelity:
         blob = yaml.safe_dump(
             {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size, "rungs": self.rungs,
              "batch_size": self.batch_size, "lr": self.lr, "warmup": self.warmup, "grad_clip": self.grad_clip,
-             "modules": _attention.COMPUTE_REVISION}, sort_keys=True)
+             "modules": _attention.COMPUTE_REVISION, **self._split_key()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def _split_key(self) -> dict[str, str]:
+        # the confirmation split is held out of training since the verdicts
+        # issue: results before it trained on other images and are not comparable
+        return {"splits": "val+confirm", "validation": self.validation}
 
     def recipe(self, seed: int | None = None):
         """The trainer's recipe for this budget (rungs before the last are
@@ -147,7 +160,8 @@ class Fidelity:
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "subset": self.subset, "val_size": self.val_size,
                 "rungs": list(self.rungs), "eta": self.eta, "batch_size": self.batch_size, "lr": self.lr,
-                "warmup": self.warmup, "grad_clip": self.grad_clip, "seed": self.seed, "repeats": self.repeats}
+                "warmup": self.warmup, "grad_clip": self.grad_clip, "seed": self.seed, "repeats": self.repeats,
+                "validation": self.validation}
 
 
 @dataclass
@@ -547,6 +561,10 @@ def _parse_fidelity(data: Any) -> Fidelity:
         f.seed = _int(data["seed"], "fidelity.seed", minimum=0)
     if "repeats" in data:
         f.repeats = _int(data["repeats"], "fidelity.repeats", minimum=1)
+    if "validation" in data:
+        _expect(data["validation"] in VALIDATION_SPLITS, f"fidelity.validation: {data['validation']!r} is not one of "
+                                                         f"{', '.join(VALIDATION_SPLITS)}")
+        f.validation = data["validation"]
     return f
 
 

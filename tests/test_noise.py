@@ -4,15 +4,18 @@ are set per architecture and seed, so every decision is known in advance."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
+import nas.halving
 import nas.search as search
 from nas.device import resolve_runtime
-from nas.noise import dominance_probability, near_front, neighbour_marks, pooled_seed_std
+from nas.noise import (UNKNOWN, SeedNoise, dominance_probability, gain, near_front, neighbour_marks, pooled_noise,
+                       pooled_seed_std, seeds_needed, what_it_would_take)
 from nas.space import parse_space
 from nas.train import TrainResult
 
@@ -41,19 +44,75 @@ def test_near_front_with_and_without_a_noise_margin():
     assert not near_front((0.60, 12.0), front, 0.0)  # same accuracy, more MACs
 
 
-def test_dominance_probability_is_the_normal_probability_of_the_mean_gain():
-    # gain 0.01 with a pooled std of 0.01 and 3 seeds each: z = 0.01 / (0.01 * sqrt(2/3)) = 1.2247,
-    # Phi(1.2247) = 0.8897 (from a normal table)
-    p = dominance_probability([0.62, 0.60, 0.61], [0.60, 0.59, 0.61], 0.01)
-    assert p == pytest.approx(0.8897, abs=1e-4)
-    assert dominance_probability([0.80, 0.81, 0.82], [0.60, 0.61, 0.62], 0.01) == pytest.approx(1.0)
-    assert dominance_probability([0.60, 0.61], [0.62, 0.63], 0.01) < 0.1  # the "higher" one is worse
-    assert dominance_probability([0.7], [0.6, 0.65], 0.01) is None  # one seed
-    assert dominance_probability([0.7, 0.71], [0.6, 0.65], 0.0) is None  # no std known
-    marks = neighbour_marks([_Trial(3, [0.60, 0.59, 0.61]), _Trial(5, [0.80, 0.81, 0.82]),
-                             _Trial(7, [0.82, 0.80, 0.81, 0.83]), _Trial(8, [0.9])], 0.01)
-    # 5 over 3: certain; 7 over 5: gain 0.005, z = 0.005 / (0.01 * sqrt(1/4 + 1/3)) = 0.65: not resolved
+def test_dominance_probability_is_the_t_probability_of_the_mean_gain():
+    # gain 0.01 with a pooled std of 0.01 on 2 degrees of freedom and 3 seeds each:
+    # t = 0.01 / (0.01 * sqrt(2/3)) = 1.2247; Student-t with 2 df has the closed form
+    # F(t) = 1/2 + t / (2 sqrt(2 + t^2)) = 0.8273 (the normal value 0.8897 claimed more than the data allow)
+    noise = SeedNoise(0.01, 2)
+    p = dominance_probability([0.62, 0.60, 0.61], [0.60, 0.59, 0.61], noise)
+    t = 0.01 / (0.01 * math.sqrt(2 / 3))
+    assert p == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-9)
+    assert p == pytest.approx(0.8273, abs=1e-4)
+    assert dominance_probability([0.80, 0.81, 0.82], [0.60, 0.61, 0.62], SeedNoise(0.01, 40)) == pytest.approx(1.0)
+    assert dominance_probability([0.60, 0.61], [0.62, 0.63], noise) < 0.1  # the "higher" one is worse
+    # one seed on a side is judged with the pooled std (se = sigma * sqrt(1 + 1/2)); 1 df: F = 1/2 + atan(t) / pi
+    t1 = 0.075 / (0.05 * math.sqrt(1.5))
+    assert dominance_probability([0.7], [0.6, 0.65], SeedNoise(0.05, 1)) == pytest.approx(0.5 + math.atan(t1) / math.pi)
+    assert dominance_probability([0.7, 0.71], [0.6, 0.65], UNKNOWN) is None  # no std known
+    marks = neighbour_marks([_Trial(3, [0.0, 0.60, 0.59, 0.61]), _Trial(5, [0.0, 0.80, 0.81, 0.82]),
+                             _Trial(7, [0.0, 0.82, 0.80, 0.81, 0.83]), _Trial(8, [0.9])], SeedNoise(0.01, 30))
+    # judged on the seeds after the first (the selecting one, here 0.0, is ignored):
+    # 5 over 3: certain; 7 over 5: gain 0.005, t = 0.005 / (0.01 * sqrt(1/4 + 1/3)) = 0.65: not resolved;
+    # 8 has no seed after selection: ?
     assert marks == ["", "", "~5", "?"]
+
+
+def test_pooled_variance_is_weighted_by_degrees_of_freedom():
+    # 4 seeds with variance 0.0004 (3 df) and 2 seeds with variance 0.01 (1 df):
+    # pooled (3 * 0.0004 + 1 * 0.01) / 4 = 0.0028, not the unweighted mean 0.0052
+    a = [0.50, 0.52, 0.48, 0.50]
+    b = [0.60, 0.60 + math.sqrt(0.02)]
+    noise = pooled_noise([a, b])
+    expected = (3 * statistics.variance(a) + 1 * statistics.variance(b)) / 4
+    assert noise.std == pytest.approx(math.sqrt(expected)) and noise.df == 4
+    unweighted = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2)
+    assert abs(noise.std - unweighted) > 0.01
+    assert pooled_noise([a]) == UNKNOWN  # one design: no estimate (as before)
+
+
+def test_paired_test_is_used_only_where_the_seeds_are_shared_and_it_is_stronger():
+    # four designs, the same 4 seeds, a strong seed effect (seed 1 is good for every design): correlation ~1
+    effect = {0: 0.0, 1: 0.03, 2: -0.02, 3: 0.01}
+    designs = [{s: 0.5 + k * 0.001 + e + 0.001 * ((s * 7 + k * k) % 5) for s, e in effect.items()} for k in range(4)]
+    noise = pooled_noise(designs)
+    assert noise.correlation > 0.9
+    hi, lo = designs[3], designs[0]
+    g = gain(list(hi.values()), list(lo.values()), noise, higher_seeds=list(hi), lower_seeds=list(lo))
+    assert g.test == "paired t" and g.df == 3
+    unpaired = gain(list(hi.values()), list(lo.values()), noise)
+    assert unpaired.test == "pooled t" and g.probability > unpaired.probability
+    # other seeds on one side: never paired
+    assert gain(list(hi.values()), list(lo.values()), noise, higher_seeds=[0, 1, 2, 3],
+                lower_seeds=[4, 5, 6, 7]).test == "pooled t"
+    # no correlation: the pooled test (more degrees of freedom) is the stronger one
+    flat = pooled_noise([{0: 0.5, 1: 0.52}, {0: 0.52, 1: 0.5}, {0: 0.51, 1: 0.53}, {0: 0.53, 1: 0.51}])
+    assert flat.correlation < 0.5
+    assert gain([0.5, 0.52], [0.49, 0.5], flat, higher_seeds=[0, 1], lower_seeds=[0, 1]).test == "pooled t"
+
+
+def test_seeds_needed_grows_as_the_effect_shrinks_and_matches_the_t_power():
+    from scipy import stats
+
+    n = seeds_needed(0.02, 0.01)
+    # its power at n seeds is >= 80 %, at n - 1 below (one-sided t at 0.9, 2 (n - 1) df)
+    def power(k):
+        df = 2 * (k - 1)
+        return stats.nct.sf(stats.t.ppf(0.9, df), df, 0.02 / (0.01 * math.sqrt(2 / k)))
+    assert power(n) >= 0.8 and (n == 2 or power(n - 1) < 0.8)
+    assert seeds_needed(0.005, 0.01) > n > 1
+    assert seeds_needed(0.0001, 0.01) is None  # over 64 seeds
+    line = what_it_would_take(0.003, SeedNoise(0.01, 6))
+    assert f"{seeds_needed(0.005, 0.01)} seeds per arm" in line and "0.5 points" in line
 
 
 # --------------------------------------------------------------------------- repeats in the search
@@ -107,6 +166,9 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, clock))
     monkeypatch.setattr(search, "load_search_data", lambda space, data: tiny_data)
     monkeypatch.setattr(time, "perf_counter", clock)
+    # this test is about repeats: halving judges with whatever peers there are (its minimum is tested in
+    # tests/test_halving.py)
+    monkeypatch.setattr(nas.halving, "MIN_PEERS_PER_ETA", 0)
     space = parse_space(SPACE, name="t")
     lines: list[str] = []
     run = search.SearchRun(space=space, study_name="t", storage=f"sqlite:///{tmp_path}/t.db", trials=4,
@@ -195,6 +257,7 @@ def test_the_baseline_is_never_stopped_by_halving(monkeypatch, tiny_data):
     # trial of it there; the marked baseline trains its whole budget
     monkeypatch.setitem(ACCURACY, "sk", 0.6)
     monkeypatch.setitem(FIRST_RUNG, "sk", 0.4)
+    monkeypatch.setattr(nas.halving, "MIN_PEERS_PER_ETA", 0)  # judged against three peers
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer([], _Clock()))
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, sk]\n"
                         "params: {sk: {M: 1, G: 8, r: 4, L: 4}}\nsampler: random\n"

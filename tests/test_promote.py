@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import math
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -66,14 +68,14 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
     assert hashes == {base_hash, *top[:2]}
     for t in runs:  # each training links back to its proxy trial
         a = t.user_attrs
-        assert a["proxy_study"] == "tiny" and a["seed"] in (0, 1)
+        assert a["proxy_study"] == "tiny" and a["seed"] in (2000, 2001)  # no proxy training's seeds
         proxy_trial = proxy.trials[a["proxy_trial"]]
         assert proxy_trial.user_attrs["structure_hash"] == a["structure_hash"]
         assert a["proxy_accuracy"] == proxy_trial.values[0]
         assert a["train_images"] == 200
     for s in summaries:  # the summary is the mean of its architecture's seeds
         mine = [t for t in runs if t.user_attrs["structure_hash"] == s.user_attrs["structure_hash"]]
-        assert sorted(t.user_attrs["seed"] for t in mine) == [0, 1]
+        assert sorted(t.user_attrs["seed"] for t in mine) == [2000, 2001]
         assert s.values[0] == pytest.approx(sum(t.values[0] for t in mine) / 2)
         assert sorted(s.user_attrs["seed_accuracies"]) == sorted(t.values[0] for t in mine)
         assert s.user_attrs.get("baseline", False) == (s.user_attrs["structure_hash"] == base_hash)
@@ -83,8 +85,23 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
     note = get_note(promoted)  # the dashboard's note says what the study is
     assert "**Promoted** from study `tiny`" in note and "### Pareto front" in note and "model-HASH-seedS.pt" in note
     for line in ("Kendall tau proxy vs promoted accuracy over 3 architectures", "P(Δ>0)",
-                 "the proxy's most accurate", "beats the baseline beyond noise", "of 2 design(s) counts at P >= 0.950"):
+                 "the proxy's most accurate", "of 2 design(s) counts at P >= 0.950"):
         assert line in out, line
+    # exactly one verdict, and the one the decision function gives on the stored seeds
+    from nas.noise import gain, pooled_noise
+    from nas.promote import BEATS, NO_BEAT
+
+    assert sum(line.startswith("VERDICT:") for line in out.splitlines()) == 1
+    by_seed = [dict(zip(x.user_attrs["seeds"], x.user_attrs["seed_accuracies"])) for x in summaries]
+    best = max((x for x in summaries if not x.user_attrs.get("baseline")), key=lambda x: x.values[0])
+    base = next(x for x in summaries if x.user_attrs.get("baseline"))
+    g = gain(best.user_attrs["seed_accuracies"], base.user_attrs["seed_accuracies"], pooled_noise(by_seed),
+             higher_seeds=best.user_attrs["seeds"], lower_seeds=base.user_attrs["seeds"])
+    verdict = next(line for line in out.splitlines() if line.startswith("VERDICT:"))
+    assert verdict.startswith(BEATS if g.probability >= 0.95 else NO_BEAT), (verdict, g)
+    assert f"P = {g.probability:.3f}" in verdict
+    if verdict.startswith(NO_BEAT):  # within noise: what would resolve it, at the verdict's level
+        assert "seeds per arm" in out and "0.5 points" in out
     assert "test acc" not in out
 
     # report and export read the promoted study like any other
@@ -270,13 +287,17 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
 
 def test_difference_and_verdict_threshold_by_hand():
     from nas.evaluate import difference
+    from nas.noise import SeedNoise
     from nas.promote import verdict_threshold
 
-    delta, se, prob = difference([0.5, 0.7], [0.4, 0.4], seed_std=0.1)
-    assert delta == pytest.approx(0.2) and se == pytest.approx(0.1)  # 0.1 * sqrt(1/2 + 1/2)
-    assert prob == pytest.approx(0.97725, abs=1e-5)  # Phi(2)
-    assert difference([0.5], [0.4, 0.4], 0.1)[2] is None  # one seed: no probability
-    assert difference([0.5, 0.6], [0.4, 0.4], 0.0)[1:] == (None, None)  # no seed std known
+    # gain 0.2, se 0.1 * sqrt(1/2 + 1/2) = 0.1, t = 2 on 1 degree of freedom: F = 1/2 + atan(2) / pi = 0.8524
+    # (the normal value, Phi(2) = 0.9772, treated the estimated std as known)
+    delta, se, prob = difference([0.5, 0.7], [0.4, 0.4], SeedNoise(0.1, 1))
+    assert delta == pytest.approx(0.2) and se == pytest.approx(0.1)
+    assert prob == pytest.approx(0.5 + math.atan(2) / math.pi)
+    # one seed on a side: judged with the pooled std, se = 0.1 * sqrt(1 + 1/2)
+    assert difference([0.5], [0.4, 0.4], SeedNoise(0.1, 1))[1] == pytest.approx(0.1 * math.sqrt(1.5))
+    assert difference([0.5, 0.6], [0.4, 0.4], SeedNoise())[1:] == (None, None)  # no seed std known
     assert verdict_threshold(1) == pytest.approx(0.9) and verdict_threshold(8) == pytest.approx(1 - 0.1 / 8)
 
 
@@ -298,9 +319,14 @@ def test_promote_a_latency_study_keeps_its_cost(tmp_path, cifar10_root, monkeypa
         assert t.values[1] == pytest.approx(searched[0].user_attrs["latency_ms"]), t.number
 
 
-def test_a_training_stored_by_another_study_is_copied_not_trained_again(searched, tmp_path, trainings, capsys):
-    """ablate of a promoted design reuses the promote's trainings of the design and of the baseline (same
-    budget, data and seed); a promote does not copy a training without a checkpoint (--test reads it)."""
+def test_ablate_of_a_promoted_design_trains_fresh_seeds_and_copies_only_other_ablations(searched, tmp_path,
+                                                                                        trainings, capsys):
+    """ablate never reuses the promote's trainings, the evidence that selected the design it ablates (issue
+    34 item 4): it trains seeds of its own; a second ablation of the same design copies the first's (not
+    selection evidence). The promote's seeds are no proxy training's and it validates on the confirmation
+    images, disjoint from the search's validation images (asserted on the stored attrs)."""
+    from nas.evaluate import SEED_OFFSETS, budget_splits, full_budget, split_hash
+
     storage, root = searched
     proxy = optuna.load_study(study_name="tiny", storage=storage)
     base_hash = nas.preset_config("resnet20", width_multiplier=0.25).structure_hash()
@@ -311,6 +337,25 @@ def test_a_training_stored_by_another_study_is_copied_not_trained_again(searched
     trainings.reset()
     assert main([*promote, "--seeds", "2"]) == 0
     assert trainings.started == 4
+    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    runs = [t for t in promoted.trials if t.user_attrs.get("kind") == "evaluation"]
+    proxy_seeds = {s for t in proxy.trials for s in (t.user_attrs.get("seeds") or [t.user_attrs.get("seed")])}
+    assert {t.user_attrs["seed"] for t in runs} == {SEED_OFFSETS["promote"], SEED_OFFSETS["promote"] + 1}
+    assert not {t.user_attrs["seed"] for t in runs} & proxy_seeds
+    assert {t.user_attrs["validation"] for t in runs} == {"confirmation"}
+    assert {t.user_attrs["validation"] for t in proxy.trials if "validation" in t.user_attrs} == {"search"}
+    search_split = {t.user_attrs["val_split"] for t in proxy.trials if "val_split" in t.user_attrs}
+    assert len(search_split) == 1 and not search_split & {t.user_attrs["val_split"] for t in runs}
+    # and the two splits, drawn as the commands draw them, share no image
+    from nas.data import load_dataset
+
+    images = load_dataset("cifar10", str(root))
+    budget = full_budget("cifar10", 0.5, 200, 100)  # TINY's budget
+    splits = budget_splits(images.train_labels, budget.val_size, budget.subset)
+    assert split_hash(splits.confirm) in {t.user_attrs["val_split"] for t in runs}
+    assert not set(splits.confirm.tolist()) & set(splits.val.tolist())
+    assert not set(splits.train.tolist()) & (set(splits.confirm.tolist()) | set(splits.val.tolist()))
+
     path = tmp_path / "design.yaml"
     assert main(["export", "--study", "tiny", "--storage", storage, "--trial", str(design.number), "-o",
                  str(path)]) == 0
@@ -320,23 +365,21 @@ def test_a_training_stored_by_another_study_is_copied_not_trained_again(searched
     trainings.reset()
     assert main([*ablate, "--seeds", "2"]) == 0
     out = capsys.readouterr().out
-    assert trainings.started == 0  # the full design and the baseline ("without s3" is the baseline here)
-    assert out.count("by study 'tiny:promoted'") == 4 and out.count("fp32: copied, not trained again") == 4
-    assert "every training was stored already" not in out
-    promoted = optuna.load_study(study_name="tiny:promoted", storage=storage)
+    assert trainings.started == 4  # the full design and the baseline ("without s3" is the baseline here), fresh
+    assert "tiny:promoted" not in out and "copied" not in out
     ablation = optuna.load_study(study_name="ablate:design", storage=storage)
-    for t in ablation.trials:
-        source = promoted.trials[t.user_attrs["copied_from"]["trial"]]
-        assert t.user_attrs["copied_from"]["study"] == "tiny:promoted"
+    assert {t.user_attrs["seed"] for t in ablation.trials} == {SEED_OFFSETS["ablate"], SEED_OFFSETS["ablate"] + 1}
+
+    # another ablation of the same design copies the first one's trainings; a copy of a copy names the original
+    trainings.reset()
+    assert main([*ablate, "--seeds", "1", "--study", "again"]) == 0
+    assert trainings.started == 0
+    again = optuna.load_study(study_name="again", storage=storage)
+    assert {t.user_attrs["copied_from"]["study"] for t in again.trials} == {"ablate:design"}
+    for t in again.trials:
+        source = ablation.trials[t.user_attrs["copied_from"]["trial"]]
         for key in ("structure_hash", "budget_key", "seed", "precision", "device"):
             assert t.user_attrs[key] == source.user_attrs[key]
-        assert t.values == [source.values[0], source.user_attrs["macs"]] and t.user_attrs["role"] != "promoted"
-        assert "proxy_trial" not in t.user_attrs  # the promote's link to its proxy is not the ablation's
-
-    # a copy of a copy names the original
-    assert main([*ablate, "--seeds", "1", "--study", "again"]) == 0
-    again = optuna.load_study(study_name="again", storage=storage)
-    assert {t.user_attrs["copied_from"]["study"] for t in again.trials} == {"tiny:promoted"}
     capsys.readouterr()
 
     # another precision is another experiment: trained, not copied

@@ -51,7 +51,7 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     assert baseline.user_attrs["baseline"] is True and set(baseline.params.values()) == {"none"}
     assert baseline.params == {f"s{s}.type": "none" for s in (1, 2, 3)}
     assert baseline.user_attrs["structure_hash"] == nas.preset_config("resnet20").structure_hash()
-    assert "Δ: against the attention-free baseline, trial 0" in out.stdout
+    assert "Δ, P(Δ>0): against the attention-free baseline, trial 0" in out.stdout
     # optuna-dashboard: the study's note, and each completed trial's exported config as its artifact
     note = get_note(study)
     assert note.startswith(dashboard.NOTE_HEADER) and "**Baseline** (no attention): trial 0," in note
@@ -148,7 +148,8 @@ def test_halving_prunes_inside_a_study(tmp_path, cifar10_root):
     space = _custom_space(tmp_path, "types: [none, se, eca]\nparams: {se: {r: [2, 4, 8]}}\nsampler: random\n"
                                     "fidelity: {rungs: [0.5, 1], eta: 2}\n")
     storage = f"sqlite:///{tmp_path}/nas.db"
-    out = cli("--space", space, "--trials", 6, "--storage", storage, "--data", cifar10_root,
+    # eta 2: nobody is judged before 4 other (non-baseline) trials reached the rung
+    out = cli("--space", space, "--trials", 10, "--storage", storage, "--data", cifar10_root,
               "--subset", "200", "--val-size", "200", "--timeout", "0", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     trials = _study(storage, "custom").trials
@@ -162,10 +163,12 @@ def test_halving_prunes_inside_a_study(tmp_path, cifar10_root):
     # the baseline (trial 0) is never stopped by halving: every report's reference
     assert trials[0].user_attrs["baseline"] and trials[0].state == optuna.trial.TrialState.COMPLETE
     assert len(trials[0].user_attrs["rungs"]) == 2
-    # a pruned trial was, when it stopped, outside the best half of those that had reached the rung
+    # a pruned trial was, when it stopped, outside the best half of its peers at the rung: the
+    # earlier trials that reached it, without the baseline and copies, at least the minimum of them
     for t in pruned:
         earlier = [u for u in trials if u.number < t.number and u.user_attrs.get("rungs")
-                   and "duplicate_of" not in u.user_attrs]
+                   and "duplicate_of" not in u.user_attrs and not u.user_attrs.get("baseline")]
+        assert len(earlier) >= nas.halving.minimum_peers(2)
         points = [(u.user_attrs["rungs"][0][1], u.user_attrs["macs"]) for u in earlier]
         assert not nas.halving.continues((t.user_attrs["rungs"][0][1], t.user_attrs["macs"]), points, 2)
 
