@@ -58,6 +58,8 @@ class AblationRun:
     command: str = ""
     #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
     progress: Callable[[], Callable[[int, int, float], None]] | None = None
+    #: resume an ablation whose numerics plan was measured on another kind of machine (nas.numerics)
+    mix_numerics: bool = False
 
 
 @dataclass
@@ -123,12 +125,13 @@ def variants(cfg: ArchConfig) -> list[Variant]:
     return out
 
 
-def open_ablation(name: str, url: str, cfg: ArchConfig, budget, fingerprint: str) -> optuna.Study:
+def open_ablation(name: str, url: str, cfg: ArchConfig, budget, fingerprint: str,
+                  mix_numerics: bool = False) -> optuna.Study:
     return open_evaluations(
         name, url, ABLATE, "an ablation", "--study", budget, fingerprint,
         same={"structure_hash": (cfg.structure_hash(), f"ablates another architecture ({{old}}, this config is "
                                                        f"{cfg.structure_hash()})")},
-        attrs={"structure_hash": cfg.structure_hash(), "config": cfg.to_yaml()})
+        attrs={"structure_hash": cfg.structure_hash(), "config": cfg.to_yaml()}, mix_numerics=mix_numerics)
 
 
 def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablation:
@@ -149,7 +152,7 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
     data = load_training_data(budget, images=images)
     name = run.study_name or f"{ABLATE}:{path.stem}"
     url = storage_for_search(run.storage, name, 1)
-    study = open_ablation(name, url, vs[0].cfg, budget, images.fingerprint)
+    study = open_ablation(name, url, vs[0].cfg, budget, images.fingerprint, run.mix_numerics)
     if run.command:
         study.set_user_attr("commands", list(study.user_attrs.get("commands", [])) + [mask_url(run.command)])
     # seeds of its own: never the promote's that selected the config (a copy of those trainings would

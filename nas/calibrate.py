@@ -114,6 +114,8 @@ class CalibrationRun:
     command: str = ""
     #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
     progress: Callable[[], Callable[[int, int, float], None]] | None = None
+    #: resume a calibration whose numerics plan was measured on another kind of machine (nas.numerics)
+    mix_numerics: bool = False
 
 
 @dataclass
@@ -445,7 +447,8 @@ def recommend(rows: list[Row], target: float | None) -> tuple[Row, int] | None:
 def open_calibration(run: CalibrationRun, fingerprint: str) -> tuple[optuna.Study, str]:
     url = storage_for_search(run.storage, run.study_name, 1)
     study = open_evaluations(run.study_name, url, "calibrate", "a calibration", "--study", None, fingerprint,
-                             attrs={"space_name": run.space.name}, command=run.command)
+                             attrs={"space_name": run.space.name}, command=run.command,
+                             mix_numerics=run.mix_numerics)
     return study, url
 
 

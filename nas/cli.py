@@ -23,9 +23,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "meta.dataset, else cifar10)")
 
 
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+def _add_runtime_args(p: argparse.ArgumentParser, study: bool = True) -> None:
+    """--device, --precision and (``study``) --mix-numerics."""
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", help="auto (bf16 where the hardware has it), fp32, bf16, fp16")
+    if study:
+        p.add_argument("--mix-numerics", action="store_true",
+                       help="resume or join a study whose kernel choices (the numerics every trial trains with) "
+                            "were measured on another kind of machine: this one measures its own, each trial "
+                            "records them (default: refused in one line)")
 
 
 def _add_full_budget_args(p: argparse.ArgumentParser, per: str) -> None:
@@ -295,7 +301,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     timeout=args.timeout or None, seed=args.seed, data=args.data, device=args.device,
                     precision=args.precision, command=command, workers=args.workers,
                     worker_index=args.worker_index, heartbeat=args.heartbeat or HEARTBEAT_INTERVAL,
-                    artifact_dir=args.artifact_dir)
+                    artifact_dir=args.artifact_dir, mix_numerics=args.mix_numerics)
     try:
         if args.workers > 1 and args.worker_index == 0:
             from .parallel import run_workers
@@ -507,7 +513,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         val_size=args.val_size, subset=args.subset, data=args.data, dataset=args.dataset,
         device=args.device, precision=args.precision, output=args.output,
-        progress=_progress_printer(),
+        progress=_progress_printer(), mix_numerics=args.mix_numerics,
     )
     val = "n/a (none held out)" if result["val_accuracy"] is None else f"{result['val_accuracy']:.4f}"
     print(f"validation accuracy {val}, test accuracy {result['test_accuracy']:.4f} "
@@ -516,6 +522,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"({result['images_per_second']:.0f} images/s, {result['precision']})")
     print(f"checkpoint: {result['checkpoint']}")
     print(f"results:    {result['results_file']}")
+    if result.get("numerics"):
+        print(f"numerics:   {result['numerics']['plan_file']} (kernel choices kept for every train of this config "
+              f"on this kind of machine)")
     return 0
 
 
@@ -618,7 +627,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                          sample=args.sample, configs=configs, seeds=args.seeds, reference_epochs=reference_epochs,
                          reference_subset=reference_subset or None, target=args.target, data=args.data,
                          device=args.device, precision=args.precision, command=command,
-                         progress=_progress_printer)
+                         progress=_progress_printer, mix_numerics=args.mix_numerics)
     result = _interruptible(lambda: run_calibration(run, out=lambda line: print(line, flush=True)),
                             run.study_name, command)
     if result is None:
@@ -670,7 +679,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     run = PromotionRun(study_name=args.study, storage=args.storage, which=which, top=top, trials=numbers,
                        seeds=args.seeds, epochs=args.epochs, subset=args.subset, val_size=args.val_size,
                        test=args.test, into=args.into, data=args.data, device=args.device, precision=args.precision,
-                       artifact_dir=args.artifact_dir, command=command, progress=_progress_printer)
+                       artifact_dir=args.artifact_dir, command=command, progress=_progress_printer, mix_numerics=args.mix_numerics)
     result = _interruptible(lambda: run_promotion(run, out=lambda line: print(line, flush=True)),
                             args.into or args.study + SUFFIX, command)
     if result is None:
@@ -789,7 +798,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     run = AblationRun(config=args.config, storage=args.storage, study_name=args.study, seeds=args.seeds,
                       epochs=args.epochs, subset=args.subset, val_size=args.val_size, data=args.data,
                       dataset=args.dataset, device=args.device, precision=args.precision, command=command,
-                      progress=_progress_printer)
+                      progress=_progress_printer, mix_numerics=args.mix_numerics)
     result = _interruptible(lambda: run_ablation(run, out=lambda line: print(line, flush=True)),
                             args.study or f"{ABLATE}:{Path(args.config).stem}", command)
     if result is None:

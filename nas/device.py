@@ -13,7 +13,7 @@ import os
 import sys
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -289,6 +289,59 @@ def reference_kernels():
         _reference_depth -= 1
 
 
+# --- A numerics plan: the same choices in every process of a study ---
+#
+# Timing picks a formulation, and with it the precision (bf16 or fp32 under
+# autocast), by a race on the machine at that moment: two processes training
+# the same config and seed could train with different numerics (on the
+# ``sk`` space, ~2 points of validation accuracy apart). A plan fixes the
+# choices: within :func:`kernel_plan`, a key the plan holds takes the plan's
+# choice before any timing, and every choice used or measured is recorded,
+# so that the caller (:mod:`nas.numerics`) can store it with the study and
+# with each trial. Keys are stored as text (:func:`key_text`).
+_planned: dict[str, tuple[str, bool]] = {}
+_plan_records: list["PlanRecord"] = []
+
+
+def key_text(key: tuple) -> str:
+    """A kernel key as stable text (its repr: shapes, dtypes, settings)."""
+    return repr(key)
+
+
+@dataclass
+class PlanRecord:
+    """What ran inside one :func:`kernel_plan` block: key text -> (formulation,
+    fp32) of every choice used, and of those the plan did not hold (measured
+    in this process)."""
+
+    used: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    measured: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def kernel_plan(planned: dict[str, tuple[str, bool]] | None = None):
+    """Inside this block the choices of ``planned`` (key text -> (formulation,
+    fp32)) are taken as they are, before any timing; yields a
+    :class:`PlanRecord` of what ran."""
+    global _planned
+    record = PlanRecord()
+    before = _planned
+    _planned = {**before, **{k: (str(v[0]), bool(v[1])) for k, v in (planned or {}).items()}}
+    _plan_records.append(record)
+    try:
+        yield record
+    finally:
+        _plan_records.remove(record)
+        _planned = before
+
+
+def _note_choice(text: str, choice: tuple[str, bool], measured: bool) -> None:
+    for record in _plan_records:
+        record.used[text] = choice
+        if measured:
+            record.measured[text] = choice
+
+
 def pin_kernel(key: tuple, formulation: str, fp32: bool) -> None:
     """Fix the choice for ``key`` (as :func:`run_fastest` builds it) instead
     of timing it: for tests, and for a user who measured it elsewhere."""
@@ -454,7 +507,11 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
         return formulations[names[0]](*tensors)
     backward = torch.is_grad_enabled()
     key = kernel_key(op, tensors, settings)
-    choice = _kernel_choices.get(key)
+    text = key_text(key)
+    planned = _planned.get(text)
+    choice = planned if planned is not None and planned[0] in formulations else _kernel_choices.get(key)
+    if choice is planned and planned is not None and backward:  # evaluation follows the planned training choice
+        _trained_choices[_sans_batch(key, batched)] = choice
     if choice is None and not backward:
         # evaluation (no autograd, larger batches) takes what training chose for
         # the same op on the same per-image shapes: timing every formulation
@@ -471,6 +528,8 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
         if backward:
             _trained_choices[_sans_batch(key, batched)] = choice
     _kernel_choices[key] = choice
+    if _plan_records:  # a choice the plan did not hold is new to it (measured here, now or earlier)
+        _note_choice(text, choice, choice is not planned)
     name, fp32 = choice
     return _call(formulations[name], tensors, fp32, device_type)
 

@@ -32,6 +32,7 @@ from .config import ArchConfig
 from .data import ImageData, channel_stats, default_val_size, load_dataset, make_splits
 from .errors import NasError
 from .models import build_model
+from .numerics import PLAN_ATTR, check_plan, planned
 from .profile import profile
 from .provenance import versions
 from .storage import mask_url, open_storage
@@ -71,7 +72,8 @@ def check_same_data(study_name: str, user_attrs: dict, fingerprint: str | None,
 
 def open_evaluations(name: str, url: str, kind: str, what: str, option: str, budget, fingerprint: str,
                      same: dict[str, tuple[Any, str]] | None = None, metric_names: Sequence[str] = ("accuracy", "macs"),
-                     attrs: dict[str, Any] | None = None, command: str = "") -> optuna.Study:
+                     attrs: dict[str, Any] | None = None, command: str = "", mix_numerics: bool = False
+                     ) -> optuna.Study:
     """The study of a command that trains many evaluations at one budget
     (``promote``, ``ablate``; ``calibrate`` with ``budget`` None, as it has
     two): created, or resumed when it is of the same ``kind``, at the same
@@ -100,6 +102,7 @@ def open_evaluations(name: str, url: str, kind: str, what: str, option: str, bud
                            f"images); keep its --epochs/--subset/--val-size, or choose another study with "
                            f"{option} NAME")
         check_same_data(name, old.user_attrs, fingerprint, f"choose another study with {option} NAME")
+        check_plan(name, old.user_attrs, mix_numerics)
     study = optuna.create_study(study_name=name, storage=store, directions=["maximize", "minimize"],
                                 load_if_exists=True)
     if "kind" not in study.user_attrs:
@@ -249,8 +252,11 @@ def evaluate(study: optuna.Study, cfg: ArchConfig, fidelity, seed: int, data: Tr
             trial.set_user_attr(key, value)
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
-        result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model,
-                                    progress=progress, state_path=state)
+        # the study's numerics plan (nas.numerics; a plan from another kind of machine was refused or
+        # allowed when the study was opened)
+        with planned(study, trial, mix=True):
+            result = train_architecture(cfg, data, fidelity, seed, runtime, callback=at_rung, model=model,
+                                        progress=progress, state_path=state)
         if on_trained is not None:
             on_trained(trial, model)
     except TRAINING_FAILURES as exc:
@@ -308,7 +314,7 @@ class EvaluationFailed(Exception):
 _TRAINING_ATTRS = ("kind", "structure_hash", "config", "budget", "budget_key", "seed", "device", "precision",
                    "macs", "params",
                    "train_images", "rungs", "images_trained", "train_seconds", "wall_seconds", "resumed_from_step",
-                   "val_accuracy", "validation", "val_split")
+                   "val_accuracy", "validation", "val_split", PLAN_ATTR)
 
 
 def sibling_evaluations(study: optuna.Study) -> list[optuna.Study]:

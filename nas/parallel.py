@@ -49,6 +49,8 @@ def _worker_argv(run: SearchRun, args: argparse.Namespace, index: int, trials: i
             "--heartbeat", str(run.heartbeat or 60), "--precision", run.precision]
     if trials is not None:
         argv += ["--trials", str(trials)]
+    if run.mix_numerics:
+        argv += ["--mix-numerics"]
     for flag, value in (("--epochs", args.epochs), ("--subset", args.subset), ("--val-size", args.val_size),
                         ("--data", args.data), ("--device", args.device), ("--artifact-dir", args.artifact_dir)):
         if value is not None:

@@ -84,6 +84,8 @@ class PromotionRun:
     command: str = ""
     #: makes each training's progress hook (the CLI's status bar or periodic lines); None: silent
     progress: Callable[[], Callable[[int, int, float], None]] | None = None
+    #: resume a promotion whose numerics plan was measured on another kind of machine (nas.numerics)
+    mix_numerics: bool = False
 
 
 @dataclass
@@ -219,7 +221,7 @@ def _space_of(study: optuna.Study):
 
 
 def open_promoted(proxy: optuna.Study, name: str, url: str, budget: Fidelity, fingerprint: str,
-                  command: str = "") -> optuna.Study:
+                  command: str = "", mix_numerics: bool = False) -> optuna.Study:
     """The study that holds the promotion, created or resumed; one of
     another kind, from another proxy study or at another budget is refused
     before anything is written."""
@@ -230,7 +232,7 @@ def open_promoted(proxy: optuna.Study, name: str, url: str, budget: Fidelity, fi
         metric_names=list(proxy.metric_names or ["accuracy", "macs"])[:2],
         attrs={"promoted_from": proxy.study_name,
                **{key: proxy.user_attrs[key] for key in ("space_name", "space_yaml") if key in proxy.user_attrs}},
-        command=command)
+        command=command, mix_numerics=mix_numerics)
 
 
 def summaries(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
@@ -354,7 +356,8 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     check_same_data(proxy.study_name, proxy.user_attrs, images.fingerprint,
                     "promote it on the data it was searched on (--data DIR)")
     data = load_training_data(budget, images=images)
-    study = open_promoted(proxy, run.into or proxy.study_name + SUFFIX, url, budget, images.fingerprint, run.command)
+    study = open_promoted(proxy, run.into or proxy.study_name + SUFFIX, url, budget, images.fingerprint, run.command,
+                          run.mix_numerics)
     store = artifact_store(folder)
     # seeds no proxy training used (a search's start at its fidelity's seed, 0): the proxy trial's seed 0
     # would rebuild its very weights and batches, the evidence that selected it

@@ -27,6 +27,7 @@ from .device import configure_threads, resolve_runtime
 from .errors import NasError
 from .evaluate import budget_splits, check_config_fits
 from .models import build_model
+from .numerics import PLAN_ATTR, PlanFile, RunRecord, planned
 from .provenance import versions
 from .train import Recipe, evaluate, train
 
@@ -52,7 +53,8 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
                  val_size: int | None = None, subset: int | None = None,
                  data: str | None = None, dataset: str | None = None, device: str | None = None,
                  precision: str = "auto", output: str | Path | None = None,
-                 progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[int, int, float], None] | None = None,
+                 mix_numerics: bool = False) -> dict[str, Any]:
     recipe = Recipe(seed=seed)  # checked before any data is loaded
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("weight_decay", weight_decay)):
         if value is not None:
@@ -77,9 +79,14 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
     state_file = path.with_name(path.stem + ".train-state.pt")
     run_key = (f"{cfg.structure_hash()}|{images.fingerprint}|seed={seed}|val={splits.val.numel()}|"
                f"train={splits.train.numel()}|split=budget|{runtime.precision}|{dataclasses.asdict(recipe)}")
-    result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
-                   images.train_images[splits.val], images.train_labels[splits.val], mean, std,
-                   recipe, runtime, progress=progress, state_path=state_file, state_key=run_key)
+    # numerics decided once per config and machine kind: the kernel choices of the first train of this config
+    # are kept beside it and every later train takes them (nas.numerics); the results record them
+    plan_file = PlanFile(path.with_name(path.stem + ".numerics.yaml"))
+    used = RunRecord()
+    with planned(plan_file, used, mix=mix_numerics):
+        result = train(model, images.train_images[splits.train], images.train_labels[splits.train],
+                       images.train_images[splits.val], images.train_labels[splits.val], mean, std,
+                       recipe, runtime, progress=progress, state_path=state_file, state_key=run_key)
     started = time.perf_counter()
     test_accuracy = evaluate(model, images.test_images, images.test_labels, mean, std, runtime,
                              recipe.eval_batch_size)
@@ -111,6 +118,8 @@ def train_config(config_path: str | Path, *, epochs: float | None = None, batch_
         "resumed_from_step": result.resumed_from_step,
         "images_per_second": result.images_per_second,
         "precision": result.precision,
+        # the kernel choices it trained with (formulation, fp32) and the file that keeps them
+        "numerics": {**used.get(PLAN_ATTR, {}), "plan_file": str(plan_file.path)} if used else None,
         "device": str(runtime.device),
         "threads": threads,
         "versions": versions(),

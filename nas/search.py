@@ -39,6 +39,7 @@ from .device import configure_threads, resolve_runtime
 from .errors import ConfigError, NasError
 from .evaluate import EVALUATION, TrainingData, build_seeded, check_same_data, load_training_data, train_architecture
 from .progress import progress_for_terminal
+from .numerics import check_plan, planned
 from .noise import (SeedNoise, front_gain, marks_legend, near_front, neighbour_marks, selecting_accuracy,
                     shown_accuracies, study_noise, trial_noise)
 from .profile import measure_step_latency, profile
@@ -175,6 +176,8 @@ class Objective:
     artifacts: Any = None
     #: the storage as the exported configs' provenance names it
     storage_url: str | None = None
+    #: train with this machine's own kernel choices in a study planned on another kind (nas.numerics)
+    mix_numerics: bool = False
     fidelity_key: str = field(init=False)
     _bar: Any = field(init=False, default=None)
     _store: Any = field(init=False, default=None)  # the artifact store, made at the first upload
@@ -194,7 +197,8 @@ class Objective:
             beat = (TrialBeat(trial.study._storage, trial._trial_id, self.beat_seconds) if self.beat_seconds
                     else contextlib.nullcontext())
             try:
-                with beat:
+                # the study's numerics plan: its kernel choices pinned, new ones stored, the trial's recorded
+                with beat, planned(trial.study, trial, mix=self.mix_numerics):
                     values = self._evaluate(trial)
                 if self.artifacts is not None and "not_trained" not in trial.user_attrs:
                     try:
@@ -258,7 +262,8 @@ class Objective:
         attrs = {
             "macs": cost["macs"], "params": cost["params"], "elementwise": cost["elementwise"],
             "structure_hash": structure, "config": cfg.to_yaml(), "fidelity_key": self.fidelity_key,
-            "fidelity": f.as_dict(), "seed": f.seed, "validation": self.data.validation,
+            "fidelity": f.as_dict(), "seed": f.seed, "precision": self.runtime.precision,
+            "device": self.runtime.device.type, "validation": self.data.validation,
             "val_split": self.data.val_split,
         }
         if "latency_ms" in cost:
@@ -453,6 +458,8 @@ class SearchRun:
     heartbeat: int | None = HEARTBEAT_INTERVAL
     #: optuna-dashboard artifact folder (None: beside the storage, see nas.dashboard.artifact_dir)
     artifact_dir: str | None = None
+    #: resume or join a study whose numerics plan was measured on another kind of machine (nas.numerics)
+    mix_numerics: bool = False
 
 
 def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
@@ -466,6 +473,7 @@ def open_search(run: SearchRun, data: _Data) -> tuple[optuna.Study, str]:
     heartbeat = None if is_journal(url) else run.heartbeat
     study = create_or_resume(run.space, run.study_name, url, run.seed + 1000 * run.worker_index, heartbeat,
                              data.fingerprint)
+    check_plan(run.study_name, study.user_attrs, run.mix_numerics)
     if not study.user_attrs:
         study.set_user_attr(SPACE_ATTR, run.space.source)
         study.set_user_attr("space_name", run.space.name)
@@ -574,7 +582,7 @@ def run_search(run: SearchRun, out: Callable[[str], None] = print) -> optuna.Stu
     # Optuna's heartbeat where the storage has it (RDB); else the trial's own beat
     beat = None if is_heartbeat_enabled(study._storage) else run.heartbeat
     objective = Objective(run.space, data, runtime, progress=progress_for_terminal(f.rungs, batch), beat_seconds=beat,
-                          artifacts=artifact_dir(url, run.artifact_dir), storage_url=url)
+                          artifacts=artifact_dir(url, run.artifact_dir), storage_url=url, mix_numerics=run.mix_numerics)
     started = time.perf_counter()
     target = run.trials
     finished = [0]

@@ -13,6 +13,7 @@ from optuna_dashboard import get_note
 
 import nas
 from nas import dashboard
+from nas.numerics import PLAN_ATTR, machine_kind
 from nas.report import hypervolume, pick_trial
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,16 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     assert baseline.params == {f"s{s}.type": "none" for s in (1, 2, 3)}
     assert baseline.user_attrs["structure_hash"] == nas.preset_config("resnet20").structure_hash()
     assert "Δ, P(Δ>0): against the attention-free baseline, trial 0" in out.stdout
+    # every trained trial records its numerics (the kernel choices it ran with); new choices join the study's plan
+    trained = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL and "not_trained" not in t.user_attrs
+               and "duplicate_of" not in t.user_attrs]
+    plan = study.user_attrs.get(PLAN_ATTR)
+    for t in trained:
+        mine = t.user_attrs[PLAN_ATTR]
+        assert mine["machine"] == machine_kind() and "precision" in t.user_attrs
+        assert all(plan["choices"][k] == v for k, v in mine["choices"].items())
+    if any(t.user_attrs[PLAN_ATTR]["choices"] for t in trained):
+        assert plan["machine"] == machine_kind() and plan["choices"]
     # optuna-dashboard: the study's note, and each completed trial's exported config as its artifact
     note = get_note(study)
     assert note.startswith(dashboard.NOTE_HEADER) and "**Baseline** (no attention): trial 0," in note
