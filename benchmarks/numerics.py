@@ -110,20 +110,22 @@ def precision(out: Path) -> None:
         block.attention = AttentionSpec(type="se", params={"r": 16})
     configs = {"none": preset_config("resnet20"), "se": se, "sk": _sk_trial1()}
     done = _done(out)
-    for prec in ("bf16", "fp32"):
+    # none and SK in both precisions first (the question: does bf16 move SK more than the baseline?), SE last
+    order = [("bf16", "none"), ("bf16", "sk"), ("fp32", "none"), ("fp32", "sk"), ("bf16", "se"), ("fp32", "se")]
+    for prec, name in order:
         runtime = resolve_runtime("cpu", prec)
         plan = PlanFile(out.with_name(f"precision-{prec}.numerics.yaml"))
-        for name, cfg in configs.items():
-            for seed in (0, 1, 2):
-                key = f"{prec}-{name}-{seed}"
-                if key in done:
-                    continue
-                started = time.perf_counter()
-                with planned(plan, RunRecord()):
-                    result = train_architecture(cfg, data, fidelity, seed, runtime)
-                _append(out, {"key": key, "precision": prec, "arch": name, "seed": seed,
-                              "val_accuracy": result.val_accuracy, "seconds": round(time.perf_counter() - started, 1),
-                              "images_per_second": round(result.images_per_second, 1), "torch": torch.__version__})
+        cfg = configs[name]
+        for seed in (0, 1, 2):
+            key = f"{prec}-{name}-{seed}"
+            if key in done:
+                continue
+            started = time.perf_counter()
+            with planned(plan, RunRecord()):
+                result = train_architecture(cfg, data, fidelity, seed, runtime)
+            _append(out, {"key": key, "precision": prec, "arch": name, "seed": seed,
+                          "val_accuracy": result.val_accuracy, "seconds": round(time.perf_counter() - started, 1),
+                          "images_per_second": round(result.images_per_second, 1), "torch": torch.__version__})
 
 
 def main() -> None:
