@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.noise import (RESOLVED, SeedNoise, bonferroni, judge_best, neighbour_marks, pooled_noise,  # noqa: E402
+from nas.noise import (RESOLVED, bonferroni, judge_best, neighbour_marks, pooled_noise,  # noqa: E402
                        seeds_needed)
 
 
