@@ -90,13 +90,6 @@ def diverged_positions(trial) -> set[int]:
     return {i for i, a in enumerate(seeds) if i > 0 and a == chance}
 
 
-def stable_accuracies(trial) -> list[float]:
-    """The trial's seed accuracies without the diverged ones: what the seed
-    variance is measured on."""
-    out = diverged_positions(trial)
-    return [a for i, a in enumerate(seed_accuracies(trial)) if i not in out]
-
-
 @dataclass(frozen=True)
 class SeedNoise:
     """The seed std of one evaluation, pooled over designs, with its degrees
@@ -129,6 +122,15 @@ class SeedNoise:
 
 #: no estimate yet
 UNKNOWN = SeedNoise()
+
+
+def as_noise(noise: SeedNoise | float) -> SeedNoise:
+    """``noise`` as a :class:`SeedNoise`: a bare float is a std with unknown
+    degrees of freedom, taken as a normal (only for callers that estimated it
+    from very many seeds); 0 or less is no estimate."""
+    if isinstance(noise, SeedNoise):
+        return noise
+    return SeedNoise(float(noise), 10**6) if noise and noise > 0 else UNKNOWN
 
 
 def pooled_noise(groups: Iterable[Sequence[float] | Mapping[int, float]]) -> SeedNoise:
@@ -177,13 +179,10 @@ def trial_noise(trials: Sequence) -> SeedNoise:
     by seed where the trial records its seeds)."""
     groups = []
     for t in trials:
-        stable = stable_accuracies(t)
-        seeds = t.user_attrs.get("seeds")
-        out = diverged_positions(t)
-        if seeds and len(seeds) == len(seed_accuracies(t)):
-            groups.append({int(s): a for i, (s, a) in enumerate(zip(seeds, seed_accuracies(t))) if i not in out})
-        else:
-            groups.append(stable)
+        accuracies, out, seeds = seed_accuracies(t), diverged_positions(t), t.user_attrs.get("seeds")
+        keys = [int(s) for s in seeds] if seeds and len(seeds) == len(accuracies) else None
+        kept = [i for i in range(len(accuracies)) if i not in out]
+        groups.append({keys[i]: accuracies[i] for i in kept} if keys else [accuracies[i] for i in kept])
     return pooled_noise(groups)
 
 
@@ -211,13 +210,11 @@ def gain(higher: Sequence[float], lower: Sequence[float], noise: SeedNoise | flo
     paired t on the per-seed differences instead where both were trained
     with the same seeds (``*_seeds``), none diverged, and the correlation of
     ``noise`` makes the paired bar at ``level`` lower (module docstring).
-    A bare float ``noise`` is a std with unknown degrees of freedom: taken
-    as a normal (only for callers that estimated it from very many seeds)."""
+    A bare float ``noise`` is read by :func:`as_noise`."""
     if not len(higher) or not len(lower):
         raise ValueError("gain needs at least one accuracy on each side")
     delta = statistics.fmean(higher) - statistics.fmean(lower)
-    if not isinstance(noise, SeedNoise):
-        noise = SeedNoise(float(noise), 10**6) if noise and noise > 0 else UNKNOWN
+    noise = as_noise(noise)
     n = len(higher)
     paired = (higher_seeds is not None and lower_seeds is not None and list(higher_seeds) == list(lower_seeds)
               and len(higher_seeds) == n == len(lower) and n >= PAIRED_MIN_SEEDS and noise.known)
@@ -386,19 +383,13 @@ def front_gain(higher, lower, noise: SeedNoise) -> Gain:
     return gain(a, b, noise, higher_seeds=confirming_seeds(higher), lower_seeds=confirming_seeds(lower))
 
 
-def study_noise(trials: Sequence) -> SeedNoise:
-    """The seed noise of a study's trials (:func:`trial_noise`)."""
-    return trial_noise(trials)
-
-
 def neighbour_marks(front: Sequence, noise: SeedNoise | float) -> list[str]:
     """For a front sorted by cost, one mark per point on its step up from
     the cheaper neighbour, judged on the seeds drawn after selection
     (:func:`front_gain`): ``""`` (the first point, or a gain resolved at
     :data:`RESOLVED`), ``"~N"`` (within noise of trial N), or ``"?"``
     (either point lacks confirming seeds, or no seed std is known yet)."""
-    if not isinstance(noise, SeedNoise):
-        noise = SeedNoise(float(noise), 10**6) if noise and noise > 0 else UNKNOWN
+    noise = as_noise(noise)
     marks = [""] * len(front)
     for i in range(1, len(front)):
         g = front_gain(front[i], front[i - 1], noise)

@@ -41,7 +41,7 @@ from .evaluate import EVALUATION, TrainingData, build_seeded, check_same_data, l
 from .progress import progress_for_terminal
 from .numerics import check_plan, planned
 from .noise import (SeedNoise, front_gain, marks_legend, near_front, neighbour_marks, selecting_accuracy,
-                    shown_accuracies, study_noise, trial_noise)
+                    shown_accuracies, trial_noise)
 from .profile import measure_step_latency, profile
 from .provenance import versions
 from .space import OBJECTIVE_ATTRS, SearchSpace
@@ -675,8 +675,8 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def study_seed_std(study: optuna.Study) -> SeedNoise:
     """The pooled seed noise of the study's repeated trials
-    (:func:`nas.noise.study_noise`): the noise the front is judged with."""
-    return study_noise(_results(study))
+    (:func:`nas.noise.trial_noise`): the noise the front is judged with."""
+    return trial_noise(_results(study))
 
 
 def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -712,7 +712,7 @@ def format_front(front: list[optuna.trial.FrozenTrial], seed_std: SeedNoise | fl
         latency = f"{t.user_attrs.get('latency_ms', math.nan):8.1f}  " if timed else ""
         delta = ""
         if baseline is not None:
-            g = front_gain(t, baseline, seed_std if isinstance(seed_std, SeedNoise) else _as_noise(seed_std))
+            g = front_gain(t, baseline, seed_std)
             p = "" if g.probability is None or t.number == baseline.number else f"{g.probability:.2f}"
             delta = (f"{g.delta:+7.4f}  {p:>6}  "
                      f"{(t.user_attrs['macs'] - baseline.user_attrs['macs']) / 1e6:+7.2f}M  ")
@@ -730,10 +730,6 @@ def format_front(front: list[optuna.trial.FrozenTrial], seed_std: SeedNoise | fl
     if any(marks):
         lines.append(marks_legend(seed_std))
     return "\n".join(lines)
-
-
-def _as_noise(std: float) -> SeedNoise:
-    return SeedNoise(float(std), 10**6) if std and std > 0 else SeedNoise()
 
 
 def front_summary(front: list[optuna.trial.FrozenTrial], seed_std: SeedNoise | float) -> list[dict]:
