@@ -10,8 +10,10 @@ import os
 import time
 from pathlib import Path
 
-from nas.data import ImageData, Splits, load_dataset, make_splits
 from nas.device import configure_threads
+from nas.training.datasets import load_dataset
+from nas.training.decode import ImageData
+from nas.training.splits import Splits, make_splits
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ and its dynamic thresholds cannot be put back within one: a training step
 (forward, loss, backward, SGD; channels_last, the trainer's automatic
 precision unless ``--precision``) of the model at its paper placement on
 resnet20, the median of ``--steps`` steps after warm-up
-(``nas.profile.measure_step_latency``). The two settings alternate which
+(``nas.model.profile.measure_step_latency``). The two settings alternate which
 goes first from one round to the next, so drift in the machine's speed hits
 both alike; the ratio per model is of the medians over rounds.
 

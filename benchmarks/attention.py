@@ -34,7 +34,8 @@ import torch
 
 import nas
 from nas.attention import attention_names
-from nas.device import compile_after, configure_threads, kernel_mode, resolve_runtime
+from nas.device import compile_after, configure_threads, resolve_runtime
+from nas.kernels.choice import kernel_mode
 
 
 def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runtime) -> float:

@@ -8,7 +8,7 @@ In order, each step printing its figures as it ends (and all of them as
 JSON to ``--out``):
 
 1. the CUDA tests (``pytest -m cuda tests/test_cuda.py``);
-2. trainer throughput: ``nas.train`` on resnet20, bf16 (the device's
+2. trainer throughput: ``nas.training.train`` on resnet20, bf16 (the device's
    automatic precision), channels_last, eager and with the model compiled
    (``torch.compile``, compile time excluded and reported), images/s;
 3. resnet20 time to 91 % test accuracy (the ``train`` recipe, evaluated
@@ -40,14 +40,14 @@ import torch  # noqa: E402
 
 import nas  # noqa: E402
 from nas.device import configure_threads, resolve_runtime  # noqa: E402
-from nas.train import Recipe, evaluate, train  # noqa: E402
+from nas.training.train import Recipe, evaluate, train  # noqa: E402
 
 
 def _images(data: str | None, n: int):
     """(train images, labels, test images, test labels, real) from CIFAR-10, or
     random ones of its shape when it is not on this machine."""
     try:
-        from nas.data import load_dataset
+        from nas.training.datasets import load_dataset
 
         d = load_dataset("cifar10", data)
         return d.train_images[:n], d.train_labels[:n], d.test_images, d.test_labels, True
@@ -67,7 +67,7 @@ def cuda_tests(quick: bool) -> dict:
 
 
 def throughput(runtime, images, labels, batch: int, steps: int, compiled: bool = True) -> dict:
-    """images/s of nas.train, eager and (``compiled``) with the model compiled."""
+    """images/s of nas.training.train, eager and (``compiled``) with the model compiled."""
     out = {} if compiled else {"compiled": "skipped (--quick: a CPU compile takes minutes)"}
     n = batch * steps
     for mode in ("eager", "compiled") if compiled else ("eager",):
@@ -88,8 +88,8 @@ def throughput(runtime, images, labels, batch: int, steps: int, compiled: bool =
 
 
 def time_to_accuracy(runtime, data: str | None, target: float, minutes: float, quick: bool) -> dict:
-    from nas.data import channel_stats
-    from nas.evaluate import budget_splits
+    from nas.training.evaluate import budget_splits
+    from nas.training.splits import channel_stats
 
     images, labels, test_images, test_labels, real = _images(data, 50000)
     if not real:
@@ -135,7 +135,7 @@ def workers(ns: list[int], seconds: int, data: str | None, quick: bool) -> dict:
                 continue
             import optuna
 
-            from nas.storage import open_storage
+            from nas.storage.backends import open_storage
 
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             trials = optuna.load_study(study_name=f"w{n}", storage=open_storage(url)).trials

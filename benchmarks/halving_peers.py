@@ -1,5 +1,5 @@
 """How many peers Pareto-aware halving needs before it may stop a trial: a
-seeded replay of the rung decision with the real :func:`nas.halving.continues`
+seeded replay of the rung decision with the real :func:`nas.search.halving.continues`
 on simulated studies, for 2 objectives (accuracy, MACs) and 3 (accuracy,
 MACs, params), per candidate minimum number of peers (0, eta, 2 eta, 3 eta),
 plus the rule as it was (judged from the first report on, the attention-free
@@ -58,7 +58,7 @@ import time
 
 import numpy as np
 
-from nas import halving
+from nas.search import halving
 
 
 def simulate_study(rng: np.random.Generator, trials: int, k: int, rho: float, quality: float, trend: float):
@@ -85,7 +85,7 @@ def simulate_study(rng: np.random.Generator, trials: int, k: int, rho: float, qu
 
 def replay(rung_points, eta: int, min_peers: int, baseline_is_peer: bool) -> list[bool]:
     """Whether each searched trial (1, 2, ...) is stopped at the rung, judged
-    in arrival order by :func:`nas.halving.continues`."""
+    in arrival order by :func:`nas.search.halving.continues`."""
     stopped = []
     for i in range(1, len(rung_points)):
         peers = rung_points[:i] if baseline_is_peer else rung_points[1:i]
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     buckets = [(1, eta), (eta, 2 * eta), (2 * eta, 3 * eta), (3 * eta, args.trials)]
     started = time.perf_counter()
     print(f"# {args.sims} studies x {args.trials} trials (trial 0 the baseline), eta {eta}, rho {args.rho}, "
-          f"trend {args.trend}, quality std {args.quality}, seed {args.seed}; nas.halving's default minimum: "
+          f"trend {args.trend}, quality std {args.quality}, seed {args.seed}; nas.search.halving's default minimum: "
           f"{halving.MIN_PEERS_PER_ETA} x eta = {halving.minimum_peers(eta)} peers")
     for k in (2, 3):
         rng = np.random.default_rng([args.seed, k])

@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 from time_to_accuracy import run_ours
 
-from nas.data import channel_stats, load_dataset
 from nas.device import resolve_runtime
-from nas.train import Recipe
+from nas.training.datasets import load_dataset
+from nas.training.splits import channel_stats
+from nas.training.train import Recipe
 
 
 def reencode(images: torch.Tensor, quality: int) -> torch.Tensor:

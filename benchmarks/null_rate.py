@@ -10,7 +10,7 @@ with N seeds (the same seeds for all, as promote trains them), accuracies
 drawn from one normal per design with seed std 1 (the unit of ``--effect``),
 the first design ``--effect`` sigmas better than the others. The seed std is
 pooled over all K + 1 designs and the best design is judged against the
-baseline by :func:`nas.noise.judge_best` (promote's verdict: t-based, at the
+baseline by :func:`nas.training.noise.judge_best` (promote's verdict: t-based, at the
 Bonferroni bar 1 - 0.1 / K). The rate of "beats the baseline beyond noise"
 is the false-win rate when ``--effect`` is 0 and the power otherwise; it is
 printed with its binomial standard error.
@@ -18,7 +18,7 @@ printed with its binomial standard error.
 A simulated front (``--front``): T search trials with random MACs, each
 with a selecting seed and one seed drawn after the selection (repeats 2),
 no real differences; the front is taken on the selecting seeds and
-:func:`nas.noise.neighbour_marks` marks each step up; the rate of steps
+:func:`nas.training.noise.neighbour_marks` marks each step up; the rate of steps
 marked resolved should be at most 1 - RESOLVED.
 
 ``--rule normal`` replays the rule before this one (the normal probability,
@@ -39,8 +39,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.noise import (RESOLVED, bonferroni, judge_best, neighbour_marks, pooled_noise,  # noqa: E402
-                       seeds_needed)
+from nas.training.noise import (
+    RESOLVED,
+    bonferroni,
+    judge_best,
+    neighbour_marks,
+    pooled_noise,
+    seeds_needed,
+)
 
 
 def _normal_verdict(designs: list[list[float]], baseline: list[float]) -> bool:
@@ -84,8 +90,8 @@ def front_mark_rate(trials: int, sims: int, seed: int = 0) -> tuple[float, float
     """Over ``sims`` simulated searches with no real differences: the
     fraction of front steps marked resolved, its standard error, and the
     number of steps judged."""
-    from nas.halving import nondominated_ranks
-    from nas.noise import selecting_accuracy, trial_noise
+    from nas.search.halving import nondominated_ranks
+    from nas.training.noise import selecting_accuracy, trial_noise
 
     rng = np.random.default_rng(seed)
     resolved = judged = 0

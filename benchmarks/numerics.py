@@ -55,7 +55,7 @@ def _append(out: Path, row: dict) -> None:
 def _sk_trial1():
     import optuna
 
-    from nas.config import ArchConfig
+    from nas.model.config import ArchConfig
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name="sk", storage=STORAGE)
@@ -94,17 +94,17 @@ def precision(out: Path) -> None:
     import torch
 
     from nas.device import configure_threads, resolve_runtime
-    from nas.evaluate import load_training_data, train_architecture
-    from nas.numerics import PlanFile, RunRecord, planned
-    from nas.presets import preset_config
-    from nas.space import load_space
+    from nas.kernels.plan import PlanFile, RunRecord, planned
+    from nas.model.presets import preset_config
+    from nas.search.space import load_space
+    from nas.training.evaluate import load_training_data, train_architecture
 
     configure_threads()
     space = load_space("sk")
     fidelity = space.fidelity
     data = load_training_data(fidelity)
     se = preset_config("resnet20")
-    from nas.config import AttentionSpec
+    from nas.model.config import AttentionSpec
 
     for _, _, block in se.blocks():
         block.attention = AttentionSpec(type="se", params={"r": 16})

@@ -9,8 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import nas  # noqa: E402
 from test_paper_figures import FIGURES  # noqa: E402
+
+import nas  # noqa: E402
 
 print("| model | parameters (paper) | ours | MACs (paper) | ours |")
 print("|---|---:|---:|---:|---:|")

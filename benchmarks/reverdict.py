@@ -25,14 +25,25 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.ablate import Ablation, Variant, format_ablation  # noqa: E402
-from nas.config import ArchConfig  # noqa: E402
-from nas.data import DEFAULT_VAL_SIZE  # noqa: E402
-from nas.evaluate import EVALUATION  # noqa: E402
-from nas.noise import pooled_noise  # noqa: E402
-from nas.promote import Promoted, Promotion, _candidate_of, format_promotion, summaries  # noqa: E402
-from nas.search import baseline_trial, format_front, pareto_front, study_seed_std  # noqa: E402
-from nas.space import Fidelity  # noqa: E402
+from nas.model.config import ArchConfig  # noqa: E402
+from nas.search.results import (  # noqa: E402
+    baseline_trial,
+    format_front,
+    pareto_front,
+    study_seed_std,
+)
+from nas.training.budget import Fidelity  # noqa: E402
+from nas.training.evaluate import EVALUATION  # noqa: E402
+from nas.training.noise import pooled_noise  # noqa: E402
+from nas.training.splits import DEFAULT_VAL_SIZE  # noqa: E402
+from nas.workflows.ablate import Ablation, Variant, format_ablation  # noqa: E402
+from nas.workflows.promote import (  # noqa: E402
+    Promoted,
+    Promotion,
+    _candidate_of,
+    format_promotion,
+    summaries,
+)
 
 
 def promotion(storage: str, name: str) -> Promotion:
@@ -45,7 +56,7 @@ def promotion(storage: str, name: str) -> Promotion:
     with_proxy = [r for r in rows if r.candidate.proxy is not None]
     tau = None
     if len(with_proxy) >= 2:
-        from nas.calibrate import rank_agreement
+        from nas.workflows.calibrate import rank_agreement
 
         tau = rank_agreement([r.candidate.proxy.values[0] for r in with_proxy], [r.accuracy for r in with_proxy])[0]
     f = study.user_attrs.get("fidelity") or {}
@@ -58,7 +69,7 @@ def promotion(storage: str, name: str) -> Promotion:
 
 
 def ablation(storage: str, name: str) -> Ablation:
-    from nas.ablate import variants
+    from nas.workflows.ablate import variants
 
     study = optuna.load_study(study_name=name, storage=storage)
     cfg = ArchConfig.from_yaml(study.user_attrs["config"])

@@ -31,9 +31,9 @@ from optuna.trial import TrialState
 
 import nas
 from nas.device import configure_threads, resolve_runtime
-from nas.report import hypervolume
-from nas.search import Objective, TrialFailed, load_search_data
-from nas.space import load_space
+from nas.report.report import hypervolume
+from nas.search.objective import Objective, TrialFailed, load_search_data
+from nas.search.space import load_space
 
 
 def run_method(name: str, space, data, runtime, sampler, halving: bool, budget_images: int) -> list[dict]:

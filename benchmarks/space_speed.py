@@ -5,7 +5,7 @@ tree's code and under an older commit's, side by side in one run.
 The architectures are drawn once, here, by the space's own sampler (random
 sampler, fixed seed), and written out as YAML; each is then trained for
 ``--steps`` steps of the space's fidelity (its batch size, lr, schedule) by
-``nas.train.train`` in a fresh process, once with the ``--after`` commit's
+``nas.training.train.train`` in a fresh process, once with the ``--after`` commit's
 ``nas`` (default: HEAD) and once with the ``--before`` commit's (each checked
 out into a temporary worktree, so edits in this tree meanwhile change nothing),
 alternating which goes first from one architecture to the next so that
@@ -36,7 +36,7 @@ import _cifar
 import optuna
 import torch
 
-from nas.data import channel_stats
+from nas.training.splits import channel_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +45,12 @@ _WORKER = r"""
 import json, sys, time, torch
 import nas
 from nas.device import configure_threads
-from nas.space import load_space
-from nas.train import Recipe, train
+try:
+    from nas.search.space import load_space
+    from nas.training.train import Recipe, train
+except ImportError:  # a tree from before the sub-packages (docs/design.md section 2)
+    from nas.space import load_space
+    from nas.train import Recipe, train
 
 cfg_path, data_path, space_name, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 configure_threads()
@@ -71,7 +75,7 @@ print(json.dumps({"images": result.images_seen, "seconds": result.train_seconds,
 def draw(space_name: str, count: int, seed: int, folder: Path) -> list[tuple[Path, str, int]]:
     """``count`` architectures from the space's sampler: (YAML, summary, MACs)."""
     import nas
-    from nas.space import load_space
+    from nas.search.space import load_space
 
     space = load_space(space_name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))

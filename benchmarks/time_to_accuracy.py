@@ -4,12 +4,12 @@ recipe, with the same schedule, one run, side by side.
 
 Both train resnet20 (no attention) on the same 45,000 training images and
 measure the same 5,000 held-out validation images after every epoch, with
-the same recipe, the trainer's default (``nas.train.Recipe``: batch 256, SGD
+the same recipe, the trainer's default (``nas.training.train.Recipe``: batch 256, SGD
 with Nesterov momentum 0.9, one epoch of linear warm-up then linear decay to
 zero over ``--epochs``, label smoothing 0.1, weight decay on conv and linear
 weights). They differ only in how the work is done:
 
-(a) ``nas.train.train``: tensors in memory, batched crop and flip,
+(a) ``nas.training.train.train``: tensors in memory, batched crop and flip,
     channels_last, bf16 autocast where the CPU has it;
 (b) fp32, NCHW, torchvision ``DataLoader`` (``num_workers=2``) over PIL
     images with ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``,
@@ -44,9 +44,9 @@ from torch import nn
 from train_speed import _PILImages  # same naive dataset as the throughput benchmark
 
 import nas
-from nas.data import channel_stats
 from nas.device import resolve_runtime
-from nas.train import Recipe, _lr_at, _param_groups, saved_progress, train
+from nas.training.splits import channel_stats
+from nas.training.train import Recipe, _lr_at, _param_groups, saved_progress, train
 
 
 def run_ours(images, labels, val_images, val_labels, mean, std, epochs: float, target: float,
@@ -233,7 +233,7 @@ def main() -> None:
         for entry in log.machines:
             done = ", ".join(f"{arm} {n:g}" for arm, n in entry["from_epochs"].items())
             print(f"  {entry['machine']['cpu']} ({entry['machine']['isa']}) from {done or 'the start'}")
-    logs = {"(a) nas.train": ours, "(b) naive": [tuple(r) for r in log.rows("naive")]}
+    logs = {"(a) nas.training.train": ours, "(b) naive": [tuple(r) for r in log.rows("naive")]}
     for target in targets:
         times = {}
         for name, rows in logs.items():
@@ -246,8 +246,8 @@ def main() -> None:
                 print(f"{name:<14} reached {target:.0%} ({hit[1]:.4f}) at epoch {hit[0]:.2f} after {hit[2]:.0f} s "
                       f"({hit[2] / 60:.1f} min)")
         if len(times) == 2:
-            print(f"time ratio to {target:.0%}, (b)/(a): {times['(b) naive'] / times['(a) nas.train']:.2f}x")
-    ours, naive = logs["(a) nas.train"][-1], logs["(b) naive"][-1]
+            print(f"time ratio to {target:.0%}, (b)/(a): {times['(b) naive'] / times['(a) nas.training.train']:.2f}x")
+    ours, naive = logs["(a) nas.training.train"][-1], logs["(b) naive"][-1]
     if abs(ours[0] - naive[0]) < 0.05:  # both ran the same number of epochs
         print(f"wall time for the same {ours[0]:.0f} epochs, (b)/(a): {naive[2] / ours[2]:.2f}x")
 

@@ -4,7 +4,7 @@ Same model (resnet20 with SE in every block, ``nas.paper_config``), same
 batch size, same number of timed steps, same SGD settings, one run, side by
 side:
 
-(a) ``nas.train.train``: uint8 images in memory, crop and flip batched on
+(a) ``nas.training.train.train``: uint8 images in memory, crop and flip batched on
     tensors, channels_last, bf16 autocast where the CPU has bf16 units;
 (b) the usual recipe: fp32, NCHW, a torchvision ``DataLoader`` with
     ``num_workers=2`` over the same images as PIL images, with
@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 import nas
-from nas.data import channel_stats
 from nas.device import resolve_runtime
-from nas.train import Recipe, train
+from nas.training.splits import channel_stats
+from nas.training.train import Recipe, train
 
 
 def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072), repeats: int = 10) -> float:
@@ -58,7 +58,7 @@ def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072), repeats: int = 10)
 
 
 class _StepClock:
-    """Progress callback of ``nas.train.train``: wall time from step
+    """Progress callback of ``nas.training.train.train``: wall time from step
     ``warmup`` to the last step (called every 10 steps)."""
 
     def __init__(self, warmup: int) -> None:
@@ -189,7 +189,7 @@ def main() -> None:
           f"after {args.warmup} warm-up steps; torch {torch.__version__}, {threads} threads, "
           f"{platform.machine()}, numpy {np.__version__}")
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
-    rows = [("(a) nas.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32"),
+    rows = [("(a) nas.training.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32"),
             ("(c) convolutions alone", ceiling, precision)]
     for name, ips, prec in rows:
         gflops = ips * flops_per_image / 1e9

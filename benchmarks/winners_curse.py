@@ -8,14 +8,14 @@ the attention-free baseline) with random MACs, every seed's accuracy drawn
 from one normal with std 1 (sigma, the unit of every figure printed). The
 search's own repeat rule decides which trial gets its further seeds: the
 baseline always; any other one when its first seed is near the front
-(:func:`nas.noise.near_front`, twice the pooled seed std of the trials
-repeated so far), as :meth:`nas.search.Objective._repeat_if_near_front`
+(:func:`nas.training.noise.near_front`, twice the pooled seed std of the trials
+repeated so far), as :meth:`nas.search.objective.Objective._repeat_if_near_front`
 does. Then the front and its Δ against the baseline:
 
 * ``after`` (the tool now): the front on each trial's selecting seed
-  (:func:`nas.noise.selecting_accuracy`, as :func:`nas.search.pareto_front`
+  (:func:`nas.training.noise.selecting_accuracy`, as :func:`nas.search.results.pareto_front`
   takes it) and Δ on the seeds drawn after the selection, baseline alike
-  (:func:`nas.noise.front_gain`);
+  (:func:`nas.training.noise.front_gain`);
 * ``before``: the front on the seed means and Δ = mean minus the
   baseline's mean, all seeds.
 
@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.halving import nondominated_ranks  # noqa: E402
-from nas.noise import front_gain, near_front, selecting_accuracy, trial_noise  # noqa: E402
+from nas.search.halving import nondominated_ranks  # noqa: E402
+from nas.training.noise import front_gain, near_front, selecting_accuracy, trial_noise  # noqa: E402
 
 
 def _trial(number: int, seeds: list[float], macs: float):

@@ -41,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         space_file = Path(tmp) / "bench.yaml"
         # the shipped space with random sampling and a single rung: equal budgets, no pruning
-        from nas.space import load_space
+        from nas.search.space import load_space
 
         spec = yaml.safe_load(load_space(args.space).source)
         spec["sampler"] = "random"

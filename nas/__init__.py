@@ -5,13 +5,22 @@ Public API::
     cfg = nas.load_config("model.yaml")     # or nas.preset_config("resnet20")
     model = nas.build_model(cfg)
 """
-from .config import ArchConfig, AttentionSpec, BlockConfig, StageConfig, load_config, structure_hash
 from .errors import ConfigError, DataError, NasError
-from .models import build_model, count_parameters
-from .presets import paper_config, preset_config, preset_names
-from .profile import profile
+from .model.config import (
+    ArchConfig,
+    AttentionSpec,
+    BlockConfig,
+    StageConfig,
+    load_config,
+    structure_hash,
+)
+from .model.network import build_model, count_parameters
+from .model.presets import paper_config, preset_config, preset_names
+from .model.profile import profile
+from .provenance import __version__
 
 __all__ = [
+    "__version__",
     "ArchConfig",
     "AttentionSpec",
     "BlockConfig",
@@ -28,4 +37,3 @@ __all__ = [
     "preset_names",
     "structure_hash",
 ]
-__version__ = "0.2.0"

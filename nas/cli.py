@@ -279,9 +279,17 @@ def _override_fidelity(space, args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import SearchRun, baseline_trial, format_front, pareto_front, run_search, study_seed_std
-    from .space import check_constraints, load_space
-    from .storage import HEARTBEAT_INTERVAL, check_url, mask_url
+    from .report.note import refresh_note  # lazy: a command loads its modules when it runs
+    from .search.results import (
+        baseline_trial,
+        format_front,
+        pareto_front,
+        study_seed_std,
+    )  # lazy: a command loads its modules when it runs
+    from .search.run import SearchRun, run_search  # lazy: a command loads its modules when it runs
+    from .search.space import check_constraints, load_space  # lazy: a command loads its modules when it runs
+    from .storage.backends import check_url, mask_url  # lazy: a command loads its modules when it runs
+    from .storage.liveness import HEARTBEAT_INTERVAL  # lazy: a command loads its modules when it runs
 
     space = load_space(args.space, check=args.worker_index == 0)  # a worker we started: its parent checked it
     _override_fidelity(space, args)
@@ -301,16 +309,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     timeout=args.timeout or None, seed=args.seed, data=args.data, device=args.device,
                     precision=args.precision, command=command, workers=args.workers,
                     worker_index=args.worker_index, heartbeat=args.heartbeat or HEARTBEAT_INTERVAL,
-                    artifact_dir=args.artifact_dir, mix_numerics=args.mix_numerics)
+                    artifact_dir=args.artifact_dir, mix_numerics=args.mix_numerics, after_trial=(refresh_note,))
     try:
         if args.workers > 1 and args.worker_index == 0:
-            from .parallel import run_workers
+            from .search.workers import run_workers  # lazy: a command loads its modules when it runs
 
             study = run_workers(run, args)
         else:
             study = run_search(run, out=lambda line: print(line, flush=True))
     except KeyboardInterrupt as exc:
-        from .search import Terminated
+        from .search.objective import Terminated  # lazy: a command loads its modules when it runs
 
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         if args.worker_index > 0:  # a worker of run_workers: the parent says how to resume
@@ -334,7 +342,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
-    from .space import load_space, space_names
+    from .search.space import load_space, space_names  # lazy: a command loads its modules when it runs
 
     names = space_names()
     width = max(map(len, names))
@@ -344,8 +352,8 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_studies
-    from .storage import load_study
+    from .report.compare import compare_studies  # lazy: a command loads its modules when it runs
+    from .storage.backends import load_study  # lazy: a command loads its modules when it runs
 
     if len(args.study) < 2:
         raise NasError(f"compare needs at least two studies, got {len(args.study)}: give --study twice or more")
@@ -363,7 +371,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         merged_front=table.merged_front.map(lambda v: "*" if v else ""))
     print(shown[["study", "trial", "val_accuracy", "accuracy_std", "seeds", "macs", *(["latency_ms"] if latency else []),
                  "params", "delta_accuracy", "merged_front", "attention"]].to_string(index=False))
-    from .report import COST_UNITS
+    from .report.report import COST_UNITS  # lazy: a command loads its modules when it runs
 
     scale, _, unit = COST_UNITS[out["cost_objective"]]
     ref = out["reference"]
@@ -376,9 +384,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .dashboard import artifact_dir, publish
-    from .report import write_report
-    from .storage import load_study, storage_for_reading
+    from .report.note import publish  # lazy: a command loads its modules when it runs
+    from .report.report import write_report  # lazy: a command loads its modules when it runs
+    from .storage.artifacts import artifact_dir  # lazy: a command loads its modules when it runs
+    from .storage.backends import load_study, storage_for_reading  # lazy: a command loads its modules when it runs
 
     study = load_study(args.study, args.storage)
     out = write_report(study, args.out or Path("studies") / args.study)
@@ -397,7 +406,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(shown[["trial", "val_accuracy", "accuracy_std", "seeds", "noise", "macs", *timed, "params", *deltas,
                      "attention"]].to_string(index=False))
         if front.noise.astype(bool).any():
-            from .noise import marks_legend
+            from .training.noise import marks_legend  # lazy: a command loads its modules when it runs
 
             print(marks_legend(out["seed_std"]))
     else:
@@ -432,8 +441,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .report import export_trial, pick_trial
-    from .storage import load_study, storage_for_reading
+    from .report.export import export_trial, pick_trial  # lazy: a command loads its modules when it runs
+    from .storage.backends import load_study, storage_for_reading  # lazy: a command loads its modules when it runs
 
     study = load_study(args.study, args.storage)
     trial = pick_trial(study, args.pick, args.max_macs, args.trial)
@@ -450,8 +459,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _knee_note(study, knee, max_macs: float | None) -> str:
     """One line: what the knee was taken over (the attention designs of
     the front, the baseline left out), or that it is the baseline."""
-    from .report import is_baseline, knee_candidates
-    from .search import pareto_front
+    from .report.export import knee_candidates  # lazy: a command loads its modules when it runs
+    from .search.results import is_baseline, pareto_front  # lazy: a command loads its modules when it runs
 
     front = [t for t in pareto_front(study) if max_macs is None or t.user_attrs["macs"] <= max_macs]
     designs, left_out = knee_candidates(front)
@@ -466,10 +475,10 @@ def _knee_note(study, knee, max_macs: float | None) -> str:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
+    from optuna_dashboard import run_server  # lazy: a command loads its modules when it runs
 
-    from .dashboard import artifact_dir, artifact_store
-    from .storage import mask_url, open_storage
+    from .storage.artifacts import artifact_dir, artifact_store  # lazy: a command loads its modules when it runs
+    from .storage.backends import mask_url, open_storage  # lazy: a command loads its modules when it runs
 
     folder = artifact_dir(args.storage, args.artifact_dir)
     store = artifact_store(folder)
@@ -484,10 +493,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
-    import signal
+    import signal  # lazy: a command loads its modules when it runs
 
-    from .search import Terminated
-    from .storage import serve_proxy
+    from .search.objective import Terminated  # lazy: a command loads its modules when it runs
+    from .storage.backends import serve_proxy  # lazy: a command loads its modules when it runs
 
     def terminate(signum, frame):
         raise Terminated()
@@ -506,7 +515,7 @@ def _cmd_storage_proxy(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .retrain import train_config
+    from .workflows.retrain import train_config  # lazy: a command loads its modules when it runs
 
     result = train_config(
         args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -538,7 +547,7 @@ def _progress_printer():
     def update(step: int, total: int, loss: float) -> None:
         if sys.stderr.isatty():
             if "bar" not in state:
-                from tqdm import tqdm
+                from tqdm import tqdm  # lazy: a command loads its modules when it runs
                 state["bar"] = tqdm(total=total, unit="step", dynamic_ncols=True)
             bar = state["bar"]
             bar.update(step - bar.n)
@@ -567,9 +576,9 @@ def _progress_printer():
 def _interruptible(run: Callable[[], object], study: str, command: str) -> object | None:
     """Run ``run()``; Ctrl-C or SIGTERM stores the running training as FAIL
     and says how to resume (None returned)."""
-    import signal
+    import signal  # lazy: a command loads its modules when it runs
 
-    from .storage import mask_url
+    from .storage.backends import mask_url  # lazy: a command loads its modules when it runs
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -586,11 +595,19 @@ def _interruptible(run: Callable[[], object], study: str, command: str) -> objec
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import (MAX_SEEDS, REFERENCE_EPOCHS, REFERENCE_SUBSET, CalibrationRun, format_calibration,
-                            run_calibration, writable_space_file, write_fidelity)
-    from .config import load_config
-    from .space import load_space
-    from .storage import check_url
+    from .model.config import load_config  # lazy: a command loads its modules when it runs
+    from .search.space import load_space  # lazy: a command loads its modules when it runs
+    from .storage.backends import check_url  # lazy: a command loads its modules when it runs
+    from .workflows.calibrate import (
+        MAX_SEEDS,
+        REFERENCE_EPOCHS,
+        REFERENCE_SUBSET,
+        CalibrationRun,
+        format_calibration,
+        run_calibration,
+        writable_space_file,
+        write_fidelity,
+    )  # lazy: a command loads its modules when it runs
 
     space = load_space(args.space)
     _override_fidelity(space, args)
@@ -650,9 +667,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from .evaluate import check_budget_args
-    from .promote import PROMOTED, SUFFIX, PromotionRun, format_promotion, run_promotion
-    from .storage import check_url
+    from .storage.backends import check_url  # lazy: a command loads its modules when it runs
+    from .training.evaluate import check_budget_args  # lazy: a command loads its modules when it runs
+    from .workflows.promote import (
+        PROMOTED,
+        SUFFIX,
+        PromotionRun,
+        format_promotion,
+        run_promotion,
+    )  # lazy: a command loads its modules when it runs
 
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
     which, top, numbers = "front", None, None
@@ -669,7 +692,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
             raise NasError("--trials: give at least one trial number")
         which = "trials"
     check_url(args.storage, 1)
-    from .storage import load_study
+    from .storage.backends import load_study  # lazy: a command loads its modules when it runs
 
     proxy = load_study(args.study, args.storage)
     if proxy.user_attrs.get("kind") != PROMOTED:  # else run_promotion says what to promote instead
@@ -685,7 +708,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     if result is None:
         return 130
     print(format_promotion(result))
-    from .storage import mask_url
+    from .storage.backends import mask_url  # lazy: a command loads its modules when it runs
 
     storage = "" if not args.storage else f" --storage {mask_url(args.storage)}"
     name = result.study.study_name
@@ -698,7 +721,7 @@ def _check_has_attention(config: str) -> None:
     """ablate of an attention-free config (the baseline, e.g. what an old
     ``export --pick knee`` chose) is refused in one line that says what to
     ablate instead."""
-    from .config import load_config
+    from .model.config import load_config  # lazy: a command loads its modules when it runs
 
     cfg = load_config(config)
     if all(s.transition is None or s.transition.type == "none" for s in cfg.stages) and all(
@@ -718,25 +741,25 @@ def _default_as_none(val_size: int | None, dataset: str | None, data: str | None
     promote or ablate is not refused as "another budget"). The dataset: its
     name from --dataset, else the config's meta.dataset (ablate) or the
     study's space (promote); its size from the (cached) images."""
-    from .data import DEFAULT_VAL_SIZE
+    from .training.splits import DEFAULT_VAL_SIZE  # lazy: a command loads its modules when it runs
 
     if val_size is None or not 1 <= val_size <= DEFAULT_VAL_SIZE:  # the default is never outside that
         return val_size
     if dataset is None and config is not None:
-        from .config import load_config
+        from .model.config import load_config  # lazy: a command loads its modules when it runs
 
         dataset = load_config(config).meta.get("dataset")
     if dataset is None and study is not None:
-        from .promote import _space_of
+        from .workflows.promote import space_of  # lazy: a command loads its modules when it runs
 
-        dataset = _space_of(study).fidelity.dataset
+        dataset = space_of(study).fidelity.dataset
     return None if val_size == default_val_size_of(dataset or "cifar10", data) else val_size
 
 
 def default_val_size_of(dataset: str, data: str | None) -> int:
     """The default number of validation images of ``dataset`` (read from
     ``data``, or its default folder)."""
-    from .data import default_val_size
+    from .training.splits import default_val_size  # lazy: a command loads its modules when it runs
 
     return default_val_size(_num_train(dataset, data))
 
@@ -745,7 +768,7 @@ def default_val_size_of(dataset: str, data: str | None) -> int:
 def _num_train(dataset: str, data: str | None) -> int:
     """How many training images ``dataset`` has (its cached tensors, loaded
     once more: promote and ablate load them again themselves)."""
-    from .data import load_dataset
+    from .training.datasets import load_dataset  # lazy: a command loads its modules when it runs
 
     return len(load_dataset(dataset, data).train_labels)
 
@@ -755,13 +778,13 @@ def _promote_estimate(proxy, which: str, top: int | None, numbers: list[int] | N
     """One line before promote trains: its budget and about how long it
     takes, from the training speed (images/s) the search measured for each
     architecture (the median of them for one it did not train)."""
-    import statistics
+    import statistics  # lazy: a command loads its modules when it runs
 
-    from .data import default_val_size
-    from .promote import _space_of, select_candidates
-    from .train import Recipe
+    from .training.splits import default_val_size  # lazy: a command loads its modules when it runs
+    from .training.train import Recipe  # lazy: a command loads its modules when it runs
+    from .workflows.promote import select_candidates, space_of  # lazy: a command loads its modules when it runs
 
-    dataset = _space_of(proxy).fidelity.dataset
+    dataset = space_of(proxy).fidelity.dataset
     candidates = select_candidates(proxy, which, top, numbers)
     n = _num_train(dataset, args.data)
     images = args.subset or n - 2 * (args.val_size or default_val_size(n))  # both held-out splits
@@ -784,9 +807,9 @@ def _duration(seconds: float) -> str:
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from .ablate import ABLATE, AblationRun, format_ablation, run_ablation
-    from .evaluate import check_budget_args
-    from .storage import check_url
+    from .storage.backends import check_url  # lazy: a command loads its modules when it runs
+    from .training.evaluate import check_budget_args  # lazy: a command loads its modules when it runs
+    from .workflows.ablate import ABLATE, AblationRun, format_ablation, run_ablation  # lazy: a command loads its modules when it runs
 
     check_budget_args(args.epochs, args.subset, args.val_size, args.seeds)
     if not Path(args.config).is_file():

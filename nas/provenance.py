@@ -9,6 +9,12 @@ import platform
 import re
 from pathlib import Path
 
+import optuna
+import torch
+
+#: the package's one version number (``nas.__version__``; pyproject.toml reads it from here)
+__version__ = "0.2.0"
+
 
 def _torchvision_version() -> str:
     """torchvision's ``__version__`` (with its build tag, e.g. ``+cu130``)
@@ -25,11 +31,6 @@ def _torchvision_version() -> str:
 
 
 def versions() -> dict[str, str]:
-    import optuna
-    import torch
-
-    from . import __version__
-
     # str(): torch's version is a str subclass that YAML will not represent
     return {"nas": __version__, "torch": str(torch.__version__), "torchvision": _torchvision_version(),
             "optuna": str(optuna.__version__), "python": platform.python_version()}

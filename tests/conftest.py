@@ -61,7 +61,7 @@ def tiny_data():
     """64 random 32x32 images of 10 classes as a search's training data (48
     to train, 16 to validate): enough for trials whose trainer is real but
     tiny, or stood in."""
-    from nas.evaluate import TrainingData
+    from nas.training.evaluate import TrainingData
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -70,15 +70,15 @@ def tiny_data():
 
 
 class TrainingCounter:
-    """Counts the trainings :mod:`nas.evaluate` starts; the ``interrupt_at``-th
+    """Counts the trainings :mod:`nas.training.evaluate` starts; the ``interrupt_at``-th
     one raises KeyboardInterrupt before training, as a Ctrl-C would (0:
     none)."""
 
     def __init__(self, monkeypatch) -> None:
-        import nas.evaluate
+        import nas.training.evaluate
 
         self.started, self.interrupt_at = 0, 0
-        real = nas.evaluate.train
+        real = nas.training.evaluate.train
 
         def counted(*args, **kwargs):
             self.started += 1
@@ -86,7 +86,7 @@ class TrainingCounter:
                 raise KeyboardInterrupt
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(nas.evaluate, "train", counted)
+        monkeypatch.setattr(nas.training.evaluate, "train", counted)
 
     def reset(self, interrupt_at: int = 0) -> None:
         self.started, self.interrupt_at = 0, interrupt_at
@@ -108,7 +108,7 @@ CIFAR10_TARBALL = REPO.parent / "shared" / "data" / "cifar10-png.tar.gz"
 def _is_cifar10_tree(path: Path) -> bool:
     """A CIFAR-10 ImageFolder tree of the lossless copy (a JPEG tree in the
     same place is not taken for it)."""
-    from nas.data import CIFAR10_CLASSES
+    from nas.training.decode import CIFAR10_CLASSES
 
     return all((path / split / cls).is_dir() for split in ("train", "test") for cls in CIFAR10_CLASSES) and (
         path / "train" / CIFAR10_CLASSES[0] / "0000.png").is_file()

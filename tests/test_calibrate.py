@@ -11,11 +11,25 @@ import pytest
 from optuna.trial import TrialState
 
 import nas
-import nas.evaluate
-from nas.calibrate import (INTERVAL, Row, choose_target, draw_sample, make_row, rank_agreement, recommend,
-                           seeds_intervals, seeds_taus, self_agreement, tau_ceiling, tau_interval, write_fidelity)
+import nas.training.evaluate
 from nas.cli import main
-from nas.space import Fidelity, load_space, parse_space
+from nas.search.space import load_space, parse_space
+from nas.training.budget import Fidelity
+from nas.workflows.calibrate import (
+    INTERVAL,
+    Row,
+    choose_target,
+    draw_sample,
+    make_row,
+    rank_agreement,
+    recommend,
+    seeds_intervals,
+    seeds_taus,
+    self_agreement,
+    tau_ceiling,
+    tau_interval,
+    write_fidelity,
+)
 
 
 def test_kendall_and_spearman_of_hand_computed_rankings():
@@ -144,7 +158,7 @@ class _Arch:
 def _study(reference_fidelity_, budgets):
     """An in-memory calibration study: ``budgets`` maps a budget key to
     (budget dict, images, seed offset, per-seed accuracies)."""
-    from nas.evaluate import EVALUATION
+    from nas.training.evaluate import EVALUATION
 
     study = optuna.create_study()
     for key, (budget, images, offset, per_seed) in budgets.items():
@@ -162,8 +176,8 @@ def test_analysis_recommends_by_the_lower_end_against_the_auto_target(monkeypatc
     printed): a cheap fidelity whose tau crosses it only at its point
     estimate is not recommended, a dearer one whose interval is above it
     is; the table prints each row's interval and each (fidelity, repeats)."""
-    import nas.calibrate as calibrate
-    from nas.calibrate import analyse, format_calibration, reference_fidelity
+    import nas.workflows.calibrate as calibrate
+    from nas.workflows.calibrate import analyse, format_calibration, reference_fidelity
 
     seed_a = [0.70, 0.71, 0.72, 0.73, 0.74, 0.75, 0.76, 0.77]
     seed_b = [0.735, 0.73, 0.725, 0.72, 0.74, 0.75, 0.76, 0.77]  # the first four reversed: tau 4/7
@@ -230,7 +244,7 @@ def test_zero_cost_scores_of_hand_computed_networks():
     import torch
     from torch import nn
 
-    from nas.zero_cost import grad_norm, naswot, synflow
+    from nas.workflows.zero_cost import grad_norm, naswot, synflow
 
     # synflow of a bias-free linear chain: every layer's sum |theta * dR/dtheta| equals
     # R = 1^T |W2| |W1| 1; |W1| row sums 3.5 and 4, |W2| entries 2 and 1: R = 3.5*2 + 4*1 = 11
@@ -386,7 +400,7 @@ def test_a_rung_missing_from_one_training_drops_that_row_only():
     """A budget whose trainings agree on their last epoch keeps its row even
     when one of them lacks an earlier rung (stored by a resumed training
     before rungs survived a resume); that rung is reported, not guessed."""
-    from nas.calibrate import _rung_epochs
+    from nas.workflows.calibrate import _rung_epochs
 
     full = [[1.0112, 0.36], [3.008, 0.52]]
     cells = {(0, 0): full, (0, 1): full, (1, 0): [[3.008, 0.54]], (1, 1): full}
@@ -397,7 +411,7 @@ def test_a_rung_missing_from_one_training_drops_that_row_only():
 
 
 def test_reference_self_agreement_is_tau_between_its_seeds():
-    from nas.calibrate import self_agreement
+    from nas.workflows.calibrate import self_agreement
 
     # seed columns [1, 2, 3] and [1, 3, 2]: 2 concordant pairs, 1 discordant -> tau 1/3
     assert self_agreement(np.array([[1.0, 1.0], [2.0, 3.0], [3.0, 2.0]])) == pytest.approx(1 / 3)

@@ -17,7 +17,7 @@ import pytest
 import nas
 
 REPO = Path(__file__).resolve().parents[1]
-# nas.data's fingerprint of ../shared/data/cifar10-jpeg.tar.gz
+# nas.training.datasets' fingerprint of ../shared/data/cifar10-jpeg.tar.gz
 JPEG_COPY_FINGERPRINT = "40e0ca1a15d0eb411cca46561b41da24912cc96163825623239d27b420babfdd"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

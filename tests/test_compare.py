@@ -2,11 +2,11 @@
 reference point, the merged front, and a refusal for different fidelities."""
 import pandas as pd
 import pytest
-
-from nas.compare import _merged_front
-from nas.report import front_frame
-from nas.search import study_seed_std
 from test_search import TINY, _study, cli
+
+from nas.report.compare import _merged_front
+from nas.report.report import front_frame
+from nas.search.results import study_seed_std
 
 
 def _space(tmp_path, name, types):

@@ -14,16 +14,16 @@ import warnings
 
 import pytest
 import torch
+from test_fast_attention import _reference_cbam
 
-from nas import device
-from nas.attention import create_attention
 from nas.attention import cbam as cbam_module
-from nas.attention._conv import ROW_PRODUCT_MAX_WIDTH, maps_to_one_by_row_products
+from nas.attention import create_attention
 from nas.device import resolve_runtime
 from nas.errors import NasError
-from nas.profile import measure_step_latency
-
-from test_fast_attention import _reference_cbam
+from nas.kernels import choice as kernel_choice
+from nas.kernels import compiled as kernel_compiled
+from nas.kernels.conv import ROW_PRODUCT_MAX_WIDTH, maps_to_one_by_row_products
+from nas.model.profile import measure_step_latency
 
 # 16 images x 16 channels x 32 x 32: the smallest map the compiled
 # formulation is offered for
@@ -32,10 +32,10 @@ BATCH, CHANNELS, SIZE = 16, 16, 32
 
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch):
-    monkeypatch.setattr(device, "_kernel_choices", {})
-    monkeypatch.setattr(device, "_trained_choices", {})
-    monkeypatch.setattr(device, "_compile_failure", None)
-    monkeypatch.setattr(device, "_training_calls", {})
+    monkeypatch.setattr(kernel_choice, "_kernel_choices", {})
+    monkeypatch.setattr(kernel_choice, "_trained_choices", {})
+    monkeypatch.setattr(kernel_compiled, "_compile_failure", None)
+    monkeypatch.setattr(kernel_compiled, "_training_calls", {})
     monkeypatch.setenv("NAS_COMPILE_AFTER", "1")  # offered from the first call
 
 
@@ -67,8 +67,8 @@ def _pinned(formulation, keys=None):
     """The module's forward with its formulation pinned (not timed); the
     choice's key appended to ``keys``."""
     def run(m, x):
-        key = device.kernel_key("cbam", (x, *m._weights()))
-        device.pin_kernel(key, formulation, False)
+        key = kernel_choice.kernel_key("cbam", (x, *m._weights()))
+        kernel_choice.pin_kernel(key, formulation, False)
         if keys is not None:
             keys.append(key)
         return m(x)
@@ -94,8 +94,8 @@ def test_compiled_cbam_matches_its_reference(layout, precision):
         rounded = _step(_reference_cbam, reference, x, grad, "bf16")
     keys = []
     got = _step(_pinned("compiled", keys), m, x, grad, precision)
-    assert device.kernel_choices()[keys[0]] == ("compiled", False)
-    assert device.compile_failure() is None  # compiled, not the fallback
+    assert kernel_choice.kernel_choices()[keys[0]] == ("compiled", False)
+    assert kernel_compiled.compile_failure() is None  # compiled, not the fallback
 
     out, gx, pgrads = got
     if precision == "fp32":
@@ -120,7 +120,7 @@ def test_eager_formulation_moves_running_statistics_like_batchnorm():
     m = _cbam()
     reference = copy.deepcopy(m)
     x = torch.randn(4, CHANNELS, 8, 8)
-    assert not device.compiled_worthwhile("cbam", (x, *m._weights()))
+    assert not kernel_compiled.compiled_worthwhile("cbam", (x, *m._weights()))
     for _ in range(3):
         m(x)
         _reference_cbam(reference, x)
@@ -148,18 +148,18 @@ def test_compiled_copy_serves_another_batch_size_without_compiling_again():
 
 def test_compiled_formulation_is_offered_only_where_it_can_pay(monkeypatch):
     large = torch.randn(BATCH, CHANNELS, SIZE, SIZE)
-    assert device.compiled_worthwhile("op", (large,))
-    assert not device.compiled_worthwhile("op", (large[:BATCH // 2],))  # too small to repay a compile
+    assert kernel_compiled.compiled_worthwhile("op", (large,))
+    assert not kernel_compiled.compiled_worthwhile("op", (large[:BATCH // 2],))  # too small to repay a compile
     with torch.no_grad():
-        assert not device.compiled_worthwhile("op", (large,))  # evaluation: the eager kernels serve
+        assert not kernel_compiled.compiled_worthwhile("op", (large,))  # evaluation: the eager kernels serve
     monkeypatch.setenv("NAS_KERNELS", "reference")
-    assert not device.compiled_worthwhile("op", (large,))
+    assert not kernel_compiled.compiled_worthwhile("op", (large,))
     monkeypatch.setenv("NAS_KERNELS", "tuned")
     monkeypatch.setenv("NAS_COMPILE_AFTER", "never")
-    assert not device.compiled_worthwhile("op", (large,))
+    assert not kernel_compiled.compiled_worthwhile("op", (large,))
     monkeypatch.setenv("NAS_COMPILE_AFTER", "1")
-    monkeypatch.setattr(device, "_compile_failure", "no compiler")
-    assert not device.compiled_worthwhile("op", (large,))
+    monkeypatch.setattr(kernel_compiled, "_compile_failure", "no compiler")
+    assert not kernel_compiled.compiled_worthwhile("op", (large,))
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "soon", "1.5"])
@@ -167,7 +167,7 @@ def test_a_bad_compile_setting_is_named(value, monkeypatch):
     monkeypatch.setenv("NAS_COMPILE_AFTER", value)
     expected = f"NAS_COMPILE_AFTER: '{re.escape(value)}' is not a positive number of calls or 'never'"
     with pytest.raises(NasError, match=expected):
-        device.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
+        kernel_compiled.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
 
 
 def test_a_short_run_never_compiles(monkeypatch):
@@ -180,7 +180,7 @@ def test_a_short_run_never_compiles(monkeypatch):
     def recording(op, forms, tensors, *args, **kwargs):
         if op == "cbam":
             offered.append(tensors[0].shape[0])
-            device.pin_kernel(device.kernel_key(op, tensors, *args), "eager", False)  # no compiling here
+            kernel_choice.pin_kernel(kernel_choice.kernel_key(op, tensors, *args), "eager", False)  # no compiling here
         return original(op, forms, tensors, *args, **kwargs)
 
     monkeypatch.setattr(cbam_module, "run_fastest", recording)
@@ -202,7 +202,7 @@ def test_reference_mode_never_compiles(monkeypatch):
     m = _cbam()
     x, _ = _input("channels_last")
     m(x).sum().backward()
-    assert not device.kernel_choices()
+    assert not kernel_choice.kernel_choices()
 
 
 def test_compile_failure_warns_once_and_runs_the_plain_function(monkeypatch):
@@ -212,13 +212,13 @@ def test_compile_failure_warns_once_and_runs_the_plain_function(monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing)
-    formulation = device.CompiledFormulation(lambda a, b: a * b + 1)
+    formulation = kernel_compiled.CompiledFormulation(lambda a, b: a * b + 1)
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     with pytest.warns(RuntimeWarning, match="torch.compile failed.*InvalidCxxCompiler"):
         out = formulation(a, b)
     assert torch.equal(out, a * b + 1)
-    assert "InvalidCxxCompiler" in device.compile_failure()
-    assert not device.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
+    assert "InvalidCxxCompiler" in kernel_compiled.compile_failure()
+    assert not kernel_compiled.compiled_worthwhile("op", (torch.randn(BATCH, CHANNELS, SIZE, SIZE),))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: the second call is quiet
         assert torch.equal(formulation(a, b), a * b + 1)
@@ -226,10 +226,10 @@ def test_compile_failure_warns_once_and_runs_the_plain_function(monkeypatch):
 
 def test_errors_inside_the_function_are_not_taken_for_compile_failures(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    formulation = device.CompiledFormulation(lambda a, b: a @ b)
+    formulation = kernel_compiled.CompiledFormulation(lambda a, b: a @ b)
     with pytest.raises(RuntimeError):
         formulation(torch.randn(4, 3), torch.randn(4, 3))
-    assert device.compile_failure() is None
+    assert kernel_compiled.compile_failure() is None
 
 
 def test_a_compiling_formulation_is_timed_however_long_its_first_run():
@@ -242,10 +242,10 @@ def test_a_compiling_formulation_is_timed_however_long_its_first_run():
         return x * 2
 
     x = torch.randn(8)
-    assert device._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) == float("inf")
+    assert kernel_choice._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) == float("inf")
     calls.clear()
     slow_first.compiles = True
-    assert device._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) < 0.05
+    assert kernel_choice._time_formulation(slow_first, (x,), False, "cpu", False, give_up=0.01) < 0.05
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -264,7 +264,7 @@ def test_compiled_cbam_splits_tied_channel_maxima_like_its_reference(precision):
     reference = copy.deepcopy(m)
     want = _step(_reference_cbam, reference, x, grad, precision)
     got = _step(_pinned("compiled"), m, x, grad, precision)
-    assert device.compile_failure() is None
+    assert kernel_compiled.compile_failure() is None
     assert bool(torch.isfinite(got[1]).all())
     tol = 1e-4 if precision == "fp32" else 2e-2
     assert _relative(got[0], want[0]) < tol
@@ -300,7 +300,7 @@ def test_compiled_cbam_on_maps_wider_than_the_row_products_pay_for():
     reference.load_state_dict(m.state_dict())
     rounded = _step(_reference_cbam, reference, x, grad, "bf16")
     got = _step(_pinned("compiled"), m, x, grad, "bf16")
-    assert device.compile_failure() is None
+    assert kernel_compiled.compile_failure() is None
     for new, old, truth in zip(got[:2], rounded[:2], exact[:2]):
         assert _relative(new, truth) <= 2 * _relative(old, truth) + 1e-3
 
@@ -324,7 +324,7 @@ def test_latency_is_measured_as_a_long_run_steps(after, monkeypatch):
     latency = measure_step_latency(model, (3, SIZE, SIZE), BATCH, resolve_runtime("cpu", "fp32"), steps=2, warmup=1)
     assert latency > 0
     assert offered == ([("cbam", ["compiled", "eager"])] * 3 if after == "1000" else [])
-    assert device._training_calls == {}
+    assert kernel_compiled._training_calls == {}
     offered.clear()
     model.train()(torch.randn(BATCH, 3, SIZE, SIZE))  # outside the probe the call-count rule holds again
     assert offered == []

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 import yaml
+from torch import nn
 
 import nas
 from nas.attention import _registry
-from nas.config import ArchConfig, AttentionSpec
-from torch import nn
+from nas.model.config import ArchConfig, AttentionSpec
 
 
 class _Gate(nn.Module):

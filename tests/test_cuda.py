@@ -12,8 +12,9 @@ import torch
 
 import nas
 from nas.attention import attention_names
-from nas.device import resolve_runtime, run_fastest
-from nas.train import Recipe, TensorBatches, train
+from nas.device import resolve_runtime
+from nas.kernels.choice import run_fastest
+from nas.training.train import Recipe, TensorBatches, train
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
@@ -63,7 +64,7 @@ def test_tuned_ops_run_their_plain_formulation_on_cuda():
 
 
 def test_a_checkpoint_trained_on_the_gpu_loads_on_the_cpu(tmp_path):
-    from nas.checkpoint import load_checkpoint, save_checkpoint
+    from nas.model.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
     model = nas.build_model(cfg).cuda().eval()

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import free_port, stop_server
 from optuna_dashboard import get_note
 
 import nas
-from conftest import free_port, stop_server
-from nas import dashboard
-from nas.report import write_report
-from nas.space import load_space
+from nas.report import note as dashboard
+from nas.report.report import write_report
+from nas.search.space import load_space
+from nas.storage import artifacts as artifact_files
 
 REPO = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -76,7 +77,7 @@ def test_note_has_space_fidelity_front_hypervolume_baseline_and_export_command(t
     assert 0 < added < 1e5 and f"| +{added / 1e3:.1f}K |" in rows[1]
     assert re.search(r"\*\*Hypervolume\*\* \d+\.\d{4} \(reference point: accuracy 0, [\d.]+M MACs\)", body)
     assert f"**Baseline** (no attention): trial 0, accuracy 0.6100 ± 0.0141, {base_macs / 1e6:.2f}M MACs" in body
-    knee = nas.report.pick_trial(study, "knee").number
+    knee = nas.report.export.pick_trial(study, "knee").number
     assert (f"python search.py export --study se-dash --storage {url} --trial {knee} -o se-dash-trial{knee}.yaml"
             in body)
     # an unchanged note is not written again (each write is a new version of it)
@@ -103,7 +104,7 @@ def test_report_twice_refreshes_the_note_and_artifacts_without_duplicates(tmp_pa
     second = dashboard.publish(study, out, url, folder)
     assert get_note(study) == second["note"] != first["note"]  # replaced, not appended
     assert second["note"].count(dashboard.NOTE_HEADER) == 1 and "| 3 | 0.7000* |" in second["note"]
-    on_study = dashboard.study_artifacts(study)
+    on_study = artifact_files.study_artifacts(study)
     assert sorted(on_study) == ["pareto.png", "trials.csv"]  # once each after two reports
     assert sorted(os.listdir(folder)) == sorted(on_study.values())
     stored = (folder / on_study["trials.csv"]).read_text()
@@ -112,14 +113,14 @@ def test_report_twice_refreshes_the_note_and_artifacts_without_duplicates(tmp_pa
 
 
 def test_artifact_folder_sits_beside_the_storage(tmp_path, monkeypatch):
-    monkeypatch.delenv(dashboard.ARTIFACT_DIR_ENV, raising=False)
-    assert dashboard.artifact_dir(None) == Path("studies/nas-artifacts")
-    assert dashboard.artifact_dir("sqlite:////data/x/s.db") == Path("/data/x/s-artifacts")
-    assert dashboard.artifact_dir("runs/w.journal") == Path("runs/w-artifacts")
-    assert dashboard.artifact_dir("postgresql+psycopg2://u:p@h/db") == Path("studies/artifacts")
-    assert dashboard.artifact_dir("grpc://h:13000", "elsewhere") == Path("elsewhere")
-    monkeypatch.setenv(dashboard.ARTIFACT_DIR_ENV, str(tmp_path))
-    assert dashboard.artifact_dir("sqlite:///a.db") == tmp_path
+    monkeypatch.delenv(artifact_files.ARTIFACT_DIR_ENV, raising=False)
+    assert artifact_files.artifact_dir(None) == Path("studies/nas-artifacts")
+    assert artifact_files.artifact_dir("sqlite:////data/x/s.db") == Path("/data/x/s-artifacts")
+    assert artifact_files.artifact_dir("runs/w.journal") == Path("runs/w-artifacts")
+    assert artifact_files.artifact_dir("postgresql+psycopg2://u:p@h/db") == Path("studies/artifacts")
+    assert artifact_files.artifact_dir("grpc://h:13000", "elsewhere") == Path("elsewhere")
+    monkeypatch.setenv(artifact_files.ARTIFACT_DIR_ENV, str(tmp_path))
+    assert artifact_files.artifact_dir("sqlite:///a.db") == tmp_path
 
 
 # --------------------------------------------------------------------------- a real browser
@@ -183,7 +184,7 @@ def test_a_browser_shows_the_note_and_the_artifacts(tmp_path):
     assert re.search(r"Hypervolume \d+\.\d{4} \(reference point: accuracy 0, ", text), text[-2000:]
     assert re.search(r"python search\.py export --study se-dash --storage \S+ --trial 1 -o se-dash-trial1\.yaml", text)
     # the study's page: its artifacts, as download links into the artifact store
-    artifacts = dashboard.study_artifacts(study)
+    artifacts = artifact_files.study_artifacts(study)
     assert sorted(artifacts) == ["pareto.png", "trials.csv"]
     for name, artifact_id in artifacts.items():
         assert re.search(rf'download="{re.escape(name)}" href="/artifacts/{study._study_id}/{artifact_id}"',

@@ -1,4 +1,4 @@
-"""Tests of nas.data: loading, caching, splits, statistics and the CLI."""
+"""Tests of nas.training (datasets, decode, splits): loading, caching, splits, statistics and the CLI."""
 
 import errno
 import os
@@ -15,17 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-import nas.data as data_mod
-from nas.data import (
-    CIFAR10_CLASSES,
+import nas.training.datasets as data_mod
+from nas.errors import DataError
+from nas.training import decode, splits
+from nas.training.datasets import load_dataset, main
+from nas.training.decode import CIFAR10_CLASSES
+from nas.training.splits import (
     DEFAULT_VAL_SIZE,
     channel_stats,
     default_val_size,
-    load_dataset,
-    main,
     make_splits,
 )
-from nas.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "frog")
@@ -171,7 +171,7 @@ def test_default_val_size():
 def test_channel_stats_match_float64_reference(monkeypatch):
     images = torch.randint(0, 256, (70, 3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     # Chunks of 8 images, the last one ragged (70 = 8 * 8 + 6).
-    monkeypatch.setattr(data_mod, "_STATS_CHUNK_VALUES", 8 * 3 * 5 * 7)
+    monkeypatch.setattr(splits, "_STATS_CHUNK_VALUES", 8 * 3 * 5 * 7)
     for indices in (None, torch.tensor([69, 3, 10, 11, 40, 41, 42, 43, 44, 45, 46, 47, 48])):
         subset = images if indices is None else images[indices]
         reference = subset.double() / 255
@@ -222,7 +222,7 @@ def test_cache_hit_does_not_decode(tmp_path, monkeypatch):
     root, cache = make_tree(tmp_path / "tree"), tmp_path / "cache"
     first = load_dataset("imagefolder", root, cache_dir=cache)
     assert Path(first.cache_file).parent == cache and Path(first.cache_file).is_file()
-    monkeypatch.setattr(data_mod, "_decode_file", refuse)
+    monkeypatch.setattr(decode, "_decode_file", refuse)
     second = load_dataset("imagefolder", root, cache_dir=cache)
     assert second.cached
     assert second.cache_file == first.cache_file
@@ -248,7 +248,7 @@ def test_changed_or_added_files_are_decoded_again(tmp_path, monkeypatch):
     assert len(third.test_labels) == 7 and third.test_labels[-1] == 2
     assert third.fingerprint not in (first.fingerprint, second.fingerprint)
 
-    monkeypatch.setattr(data_mod, "_decode_file", refuse)
+    monkeypatch.setattr(decode, "_decode_file", refuse)
     fourth = load_dataset("imagefolder", root, cache_dir=cache)
     assert fourth.cached
     assert_same_content(third, fourth)
@@ -310,7 +310,7 @@ def test_temp_files_left_by_killed_writers_are_removed(tmp_path):
 def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     root = make_tree(tmp_path / "tree", per_class={"train": 9, "test": 3})
     serial = load_dataset("imagefolder", root, cache_dir=tmp_path / "serial")
-    monkeypatch.setattr(data_mod, "_decode_workers", lambda n: 2)
+    monkeypatch.setattr(decode, "_decode_workers", lambda n: 2)
     parallel = load_dataset("imagefolder", root, cache_dir=tmp_path / "parallel")
     assert_same_content(serial, parallel)
     # An error in a worker process reaches the caller as the same DataError.
@@ -473,8 +473,8 @@ def test_torchvision_layout_is_spelled_out_correctly():
 def test_official_class_lists_are_in_label_order():
     # Both datasets number their classes alphabetically, which is also the
     # order ImageFolder gives their class folders.
-    assert len(set(data_mod.CIFAR100_CLASSES)) == 100
-    assert list(data_mod.CIFAR100_CLASSES) == sorted(data_mod.CIFAR100_CLASSES)
+    assert len(set(decode.CIFAR100_CLASSES)) == 100
+    assert list(decode.CIFAR100_CLASSES) == sorted(decode.CIFAR100_CLASSES)
     assert list(CIFAR10_CLASSES) == sorted(CIFAR10_CLASSES) and len(CIFAR10_CLASSES) == 10
 
 
@@ -582,7 +582,7 @@ def test_offline_cifar10(cifar10):
 
 def test_offline_cifar10_reloads_from_cache(cifar10, cifar10_root, monkeypatch):
     data, cache = cifar10
-    monkeypatch.setattr(data_mod, "_decode_file", refuse)
+    monkeypatch.setattr(decode, "_decode_file", refuse)
     again = load_dataset("cifar10", cifar10_root, cache_dir=cache)
     assert again.cached
     assert_same_content(data, again)
@@ -595,7 +595,7 @@ def test_offline_cifar10_reloads_from_cache(cifar10, cifar10_root, monkeypatch):
 def run_cli(*args):
     env = {k: v for k, v in os.environ.items() if k not in ("NAS_DATA", "NAS_CACHE")}
     return subprocess.run(
-        [sys.executable, "-m", "nas.data", *map(str, args)],
+        [sys.executable, "-m", "nas.training.datasets", *map(str, args)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
 

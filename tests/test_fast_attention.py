@@ -15,13 +15,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas import device
 from nas.attention import create_attention
-from nas.attention._conv import conv2d, conv_settings, formulations
-from nas.attention._broadcast import _TIMES_MAP, times_map
-from nas.attention._pool import (_CHANNEL_MAX, _SPATIAL_MAX, _masked, _selected, channel_max_mean, global_avg_pool,
-                                global_max_pool)
 from nas.errors import NasError
+from nas.kernels import choice as kernel_choice
+from nas.kernels.broadcast import _TIMES_MAP, times_map
+from nas.kernels.conv import conv2d, conv_settings, formulations
+from nas.kernels.pool import (
+    _CHANNEL_MAX,
+    _SPATIAL_MAX,
+    _masked,
+    _selected,
+    channel_max_mean,
+    global_avg_pool,
+    global_max_pool,
+)
 
 
 def _reference_sk(m, x):
@@ -111,8 +118,8 @@ def _run(fn, m, x, grad):
 
 @pytest.fixture(autouse=True)
 def _fresh_choices(monkeypatch):
-    monkeypatch.setattr(device, "_kernel_choices", {})
-    monkeypatch.setattr(device, "_trained_choices", {})
+    monkeypatch.setattr(kernel_choice, "_kernel_choices", {})
+    monkeypatch.setattr(kernel_choice, "_trained_choices", {})
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -187,10 +194,10 @@ def test_emsa_reduction_is_chosen_like_the_other_convs():
     convs, so under autocast it keeps fp32 where that is faster."""
     m = create_attention("emsa", 16, sr=4)
     m(torch.randn(2, 16, 8, 8)).sum().backward()
-    convs = [key for key in device.kernel_choices() if key[0] == "conv2d"]
+    convs = [key for key in kernel_choice.kernel_choices() if key[0] == "conv2d"]
     assert [key[1] for key in convs] == [(4, 2, 1, 16)]  # stride, padding, dilation, groups
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        device.pin_kernel(device.kernel_key("conv2d", (torch.randn(2, 16, 8, 8), m.attention.reduce.weight,
+        kernel_choice.pin_kernel(kernel_choice.kernel_key("conv2d", (torch.randn(2, 16, 8, 8), m.attention.reduce.weight,
                                                        m.attention.reduce.bias), (4, 2, 1, 16)), "plain", True)
         assert conv2d(torch.randn(2, 16, 8, 8), m.attention.reduce).dtype == torch.float32
 
@@ -200,7 +207,7 @@ def _pinned_conv_output(mode_fp32: bool, formulation: str = "dense"):
     x = torch.randn(2, 16, 8, 8)
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        device.pin_kernel(device.kernel_key("conv2d", (x, conv.weight), conv_settings(conv)), formulation, mode_fp32)
+        kernel_choice.pin_kernel(kernel_choice.kernel_key("conv2d", (x, conv.weight), conv_settings(conv)), formulation, mode_fp32)
         return conv2d(x, conv)
 
 
@@ -223,19 +230,19 @@ def test_tuning_times_once_per_shape_and_reads_no_random_numbers():
     state = torch.random.get_rng_state()
     m(x).sum().backward()
     assert torch.equal(torch.random.get_rng_state(), state)
-    choices = device.kernel_choices()
+    choices = kernel_choice.kernel_choices()
     assert len(choices) == 2  # the two branches: dilation 1 and 2
     for (formulation, fp32), key in zip(choices.values(), choices):
         assert formulation in formulations(m.branches[0][0]) | formulations(m.branches[1][0]) and not fp32, key
     m(x).sum().backward()
-    assert device.kernel_choices() == choices
+    assert kernel_choice.kernel_choices() == choices
 
 
 def test_evaluation_reuses_the_training_choice_without_timing(monkeypatch):
     m = create_attention("sk", 16, out_channels=16, stride=1, G=16, M=2)
     timings = []
-    timer = device._time_formulation
-    monkeypatch.setattr(device, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
+    timer = kernel_choice._time_formulation
+    monkeypatch.setattr(kernel_choice, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
     m(torch.randn(2, 16, 8, 8)).sum().backward()
     trained = len(timings)
     assert trained > 0
@@ -258,12 +265,12 @@ def test_emsa_fused_attention_is_the_written_softmax_attention(formulation, prec
     grad = torch.randn_like(x)
     att = m.attention
     keys = []
-    original = device.run_fastest
+    original = kernel_choice.run_fastest
 
     def pinning(op, forms, tensors, settings=(), **kwargs):
-        key = device.kernel_key(op, tensors, settings)
+        key = kernel_choice.kernel_key(op, tensors, settings)
         keys.append(key)
-        device.pin_kernel(key, formulation, False)
+        kernel_choice.pin_kernel(key, formulation, False)
         return original(op, forms, tensors, settings, **kwargs)
 
     def run():
@@ -273,7 +280,7 @@ def test_emsa_fused_attention_is_the_written_softmax_attention(formulation, prec
         y.float().backward(grad)
         return y.float(), xx.grad, att.q.weight.grad.clone()
 
-    with device.reference_kernels():
+    with kernel_choice.reference_kernels():
         want = run()
     m.zero_grad()
     monkeypatch.setattr("nas.attention.emsa.run_fastest", pinning)
@@ -289,8 +296,8 @@ def test_evaluation_reuses_emsa_attention_choice_at_another_batch(monkeypatch):
     # must find what training at 8 chose
     m = create_attention("emsa", 16, heads=1, sr=2)
     timings = []
-    timer = device._time_formulation
-    monkeypatch.setattr(device, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
+    timer = kernel_choice._time_formulation
+    monkeypatch.setattr(kernel_choice, "_time_formulation", lambda *a, **k: timings.append(a) or timer(*a, **k))
     m(torch.randn(8, 16, 8, 8)).sum().backward()
     trained = len(timings)
     assert trained == 4  # once each: the attention written and fused, the depthwise reduction plain and dense
@@ -310,13 +317,13 @@ def test_global_max_pool_is_amax_with_its_gradient(formulation, dtype):
     x[1, 5, 2, 2] = x[1, 5, 4, 1] = x[1, 5].max() + 1  # two tied maxima
     x = x.contiguous(memory_format=torch.channels_last)
     grad = torch.randn(3, 16, 1, 1).to(dtype)
-    device.pin_kernel(device.kernel_key("global_max_pool", (x,)), formulation, False)
+    kernel_choice.pin_kernel(kernel_choice.kernel_key("global_max_pool", (x,)), formulation, False)
     a, b = x.detach().requires_grad_(), x.detach().requires_grad_()
     want = a.amax((2, 3), keepdim=True)
     got = global_max_pool(b)
     want.backward(grad)
     got.backward(grad)
-    assert device.kernel_choices()[device.kernel_key("global_max_pool", (x,))] == (formulation, False)
+    assert kernel_choice.kernel_choices()[kernel_choice.kernel_key("global_max_pool", (x,))] == (formulation, False)
     assert torch.equal(got, want) and got.dtype == dtype
     assert torch.equal(b.grad, a.grad)
     assert b.grad[0, 3].eq(grad[0, 3, 0, 0] / 36).all() and b.grad[1, 5, 2, 2] == grad[1, 5, 0, 0] / 2
@@ -331,7 +338,7 @@ def test_channel_max_mean_is_cat_of_amax_and_mean(formulation, channels):
     x[0, :, 1, 1] = 0.0  # every channel tied at one position
     x = x.contiguous(memory_format=torch.channels_last)
     grad = torch.randn(2, 2, 5, 5).contiguous(memory_format=torch.channels_last)
-    device.pin_kernel(device.kernel_key("channel_max", (x,)), formulation, False)
+    kernel_choice.pin_kernel(kernel_choice.kernel_key("channel_max", (x,)), formulation, False)
     a, b = x.detach().requires_grad_(), x.detach().requires_grad_()
     want = torch.cat([a.amax(1, keepdim=True), a.mean(1, keepdim=True)], 1)
     got = channel_max_mean(b)
@@ -351,7 +358,7 @@ def test_max_pools_stay_in_bf16_under_autocast():
         y = torch.nn.functional.conv2d(x, torch.randn(16, 16, 1, 1))
         assert global_max_pool(y).dtype == torch.bfloat16
         assert channel_max_mean(y).dtype == torch.bfloat16
-    assert all(not fp32 for key, (_, fp32) in device.kernel_choices().items()
+    assert all(not fp32 for key, (_, fp32) in kernel_choice.kernel_choices().items()
                if key[0] in ("global_max_pool", "channel_max"))
 
 
@@ -409,10 +416,10 @@ def test_cbam_output_keeps_the_autocast_dtype():
     x = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last)
     maps = torch.empty(4, 2, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        key = device.kernel_key("conv2d", (maps, m.spatial.weight), conv_settings(m.spatial))
-        device.pin_kernel(key, "plain", True)  # the spatial conv in fp32
+        key = kernel_choice.kernel_key("conv2d", (maps, m.spatial.weight), conv_settings(m.spatial))
+        kernel_choice.pin_kernel(key, "plain", True)  # the spatial conv in fp32
         y = m(torch.nn.functional.conv2d(x, torch.randn(16, 16, 1, 1)))
-    assert device.kernel_choices()[key] == ("plain", True)
+    assert kernel_choice.kernel_choices()[key] == ("plain", True)
     assert y.dtype == torch.bfloat16
     assert times_map(x, x[:, :1]).dtype == torch.float32
 
@@ -472,9 +479,9 @@ def _slow_product(x, w):
 def test_a_fast_formulation_with_wrong_results_is_never_chosen():
     x, w = torch.randn(4, 8), torch.randn(1)
     for wrong in ({"wrong_value": lambda x, w: x * w * 1.5}, {"nan_gradient": _NanGradient.apply}):
-        device._kernel_choices.clear()
-        out = device.run_fastest("product", {"plain": _slow_product, **wrong}, (x, w.requires_grad_()))
-        assert device.kernel_choices()[device.kernel_key("product", (x, w))] == ("plain", False)
+        kernel_choice._kernel_choices.clear()
+        out = kernel_choice.run_fastest("product", {"plain": _slow_product, **wrong}, (x, w.requires_grad_()))
+        assert kernel_choice.kernel_choices()[kernel_choice.kernel_key("product", (x, w))] == ("plain", False)
         out.sum().backward()
         assert torch.isfinite(w.grad).all()
         w.grad = None
@@ -486,9 +493,9 @@ def test_a_broken_low_precision_kernel_falls_back_to_fp32():
 
     x, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(1, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = device.run_fastest("product", {"plain": nan_gradient_in_bf16}, (x, w))
-        key = device.kernel_key("product", (x, w))
-    assert device.kernel_choices()[key] == ("plain", True)
+        out = kernel_choice.run_fastest("product", {"plain": nan_gradient_in_bf16}, (x, w))
+        key = kernel_choice.kernel_key("product", (x, w))
+    assert kernel_choice.kernel_choices()[key] == ("plain", True)
     out.sum().backward()
     assert torch.isfinite(w.grad).all()
 
@@ -516,15 +523,15 @@ def test_rounding_that_costs_more_than_five_percent_is_not_taken_for_a_broken_ke
     formulations = {"plain": _rounded_badly(0.08, 0.03), "fast": _rounded_badly(0.09, 0.01),
                     "broken": _rounded_badly(0.5, 0.0)}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        device.run_fastest("product", formulations, (x, w), try_fp32=False)
-        key = device.kernel_key("product", (x, w))
-    assert device.kernel_choices()[key] == ("fast", False)
+        kernel_choice.run_fastest("product", formulations, (x, w), try_fp32=False)
+        key = kernel_choice.kernel_key("product", (x, w))
+    assert kernel_choice.kernel_choices()[key] == ("fast", False)
 
 
 def test_no_right_formulation_names_the_errors_measured():
     x, w = torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(1, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(NasError) as caught:
-        device.run_fastest("product", {"plain": _rounded_badly(0.5, 0.0), "other": _rounded_badly(0.3, 0.0)},
+        kernel_choice.run_fastest("product", {"plain": _rounded_badly(0.5, 0.0), "other": _rounded_badly(0.3, 0.0)},
                            (x, w), try_fp32=False)
     assert "kernel choice for product" in str(caught.value)
     assert "plain 0.5" in str(caught.value) and "other 0.3" in str(caught.value)
@@ -532,9 +539,9 @@ def test_no_right_formulation_names_the_errors_measured():
 
 def test_choice_is_rejected_for_nan_even_beside_a_small_error():
     want = [torch.ones(3), torch.ones(2)]
-    assert device._error([torch.ones(3) * 1.001, torch.tensor([1.0, float("nan")])], want) == float("inf")
-    assert device._error([torch.ones(3), None], want) == float("inf")
-    assert device._error([torch.ones(3) * 1.01, torch.ones(2)], want) == pytest.approx(0.01)
+    assert kernel_choice._error([torch.ones(3) * 1.001, torch.tensor([1.0, float("nan")])], want) == float("inf")
+    assert kernel_choice._error([torch.ones(3), None], want) == float("inf")
+    assert kernel_choice._error([torch.ones(3) * 1.01, torch.ones(2)], want) == pytest.approx(0.01)
 
 
 def test_sk_dilated_grouped_branch_has_right_weight_gradient_in_bf16():

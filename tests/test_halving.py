@@ -9,8 +9,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from nas.halving import (MIN_PEERS_PER_ETA, continues, crowding_distances, dominates, minimum_peers,
-                         nondominated_ranks, selection_order, survivors)
+from nas.search.halving import (
+    MIN_PEERS_PER_ETA,
+    continues,
+    crowding_distances,
+    dominates,
+    minimum_peers,
+    nondominated_ranks,
+    selection_order,
+    survivors,
+)
 
 INF = math.inf
 
@@ -320,7 +328,7 @@ def _stored(accuracy, macs, params=1000, **attrs):
 
 
 def test_the_baseline_is_not_a_peer():
-    from nas.search import Objective
+    from nas.search.objective import Objective
 
     eta = 3
     need = minimum_peers(eta)
@@ -339,7 +347,7 @@ def test_the_baseline_is_not_a_peer():
 
 
 def test_rung_points_carry_every_cost_objective():
-    from nas.search import Objective
+    from nas.search.objective import Objective
 
     trials = [_stored(0.8, 20, 300), _stored(0.7, 10, 500, latency_ms=2.5)]
     assert Objective._rung_points(_fake_objective(trials, ("accuracy", "macs", "params")), None, 0) == [

@@ -7,8 +7,8 @@ from torch import nn
 
 import nas
 from nas.attention import _registry
-from nas.config import POSITIONS, AttentionSpec
-from nas.models import stage_feature_sizes
+from nas.model.config import POSITIONS, AttentionSpec
+from nas.model.network import stage_feature_sizes
 
 
 def _params(name, **kw):

@@ -11,13 +11,25 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import nas.halving
-import nas.search as search
+import nas.search.halving
+import nas.search.objective as search
 from nas.device import resolve_runtime
-from nas.noise import (UNKNOWN, SeedNoise, dominance_probability, gain, near_front, neighbour_marks, pooled_noise,
-                       pooled_seed_std, seeds_needed, what_it_would_take)
-from nas.space import parse_space
-from nas.train import TrainResult
+from nas.search import results
+from nas.search import run as search_run
+from nas.search.space import parse_space
+from nas.training.noise import (
+    UNKNOWN,
+    SeedNoise,
+    dominance_probability,
+    gain,
+    near_front,
+    neighbour_marks,
+    pooled_noise,
+    pooled_seed_std,
+    seeds_needed,
+    what_it_would_take,
+)
+from nas.training.train import TrainResult
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -164,14 +176,14 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
     calls: list = []
     clock = _Clock()
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer(calls, clock))
-    monkeypatch.setattr(search, "load_search_data", lambda space, data: tiny_data)
+    monkeypatch.setattr(search_run, "load_search_data", lambda space, data: tiny_data)
     monkeypatch.setattr(time, "perf_counter", clock)
     # this test is about repeats: halving judges with whatever peers there are (its minimum is tested in
     # tests/test_halving.py)
-    monkeypatch.setattr(nas.halving, "MIN_PEERS_PER_ETA", 0)
+    monkeypatch.setattr(nas.search.halving, "MIN_PEERS_PER_ETA", 0)
     space = parse_space(SPACE, name="t")
     lines: list[str] = []
-    run = search.SearchRun(space=space, study_name="t", storage=f"sqlite:///{tmp_path}/t.db", trials=4,
+    run = search_run.SearchRun(space=space, study_name="t", storage=f"sqlite:///{tmp_path}/t.db", trials=4,
                            timeout=None, device="cpu", precision="fp32")
     # in this order: none (the first: on the empty front), eca (more MACs, more
     # accurate: on the front), se (more MACs than eca and 0.05 less accurate:
@@ -184,8 +196,8 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
             study.enqueue_trial({"s3.type": kind})
         return study
 
-    monkeypatch.setattr(search, "create_or_resume", enqueued)
-    study = search.run_search(run, out=lines.append)
+    monkeypatch.setattr(search_run, "create_or_resume", enqueued)  # where the run looks it up
+    study = search_run.run_search(run, out=lines.append)
     none, eca, se, cbam = study.trials
     assert calls == [("none", 0), ("none", 1), ("none", 2), ("eca", 0), ("eca", 1), ("eca", 2), ("se", 0),
                      ("cbam", 0)]
@@ -203,7 +215,7 @@ def test_front_trials_get_every_seed_dominated_and_pruned_ones_do_not(monkeypatc
     first = next(line for line in lines if line.startswith("trial    0"))
     assert "0.50 ± 0.0100 (3 seeds)" in first.replace("acc 0.5000", "0.50")
     assert "ETA 1.5 min" in first
-    front = search.format_front(search.pareto_front(study))
+    front = results.format_front(results.pareto_front(study))
     assert "± std" in front and "0.0100" in front
     # the dashboard's copy of the front: eca's gain over none is resolved by its seeds
     assert [(p["trial"], p["seeds"], p["noise"]) for p in study.user_attrs["front"]] == [(0, 3, ""), (1, 3, "")]
@@ -221,7 +233,7 @@ def test_repeats_one_trains_one_seed(monkeypatch, tiny_data):
 
 
 def test_a_diverged_or_failed_repeat_seed_is_recorded_and_costed(monkeypatch, tiny_data):
-    from nas.train import DivergedError
+    from nas.training.train import DivergedError
 
     calls: list = []
     clock = _Clock()
@@ -257,7 +269,7 @@ def test_the_baseline_is_never_stopped_by_halving(monkeypatch, tiny_data):
     # trial of it there; the marked baseline trains its whole budget
     monkeypatch.setitem(ACCURACY, "sk", 0.6)
     monkeypatch.setitem(FIRST_RUNG, "sk", 0.4)
-    monkeypatch.setattr(nas.halving, "MIN_PEERS_PER_ETA", 0)  # judged against three peers
+    monkeypatch.setattr(nas.search.halving, "MIN_PEERS_PER_ETA", 0)  # judged against three peers
     monkeypatch.setattr(search, "train_architecture", _stand_in_trainer([], _Clock()))
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, sk]\n"
                         "params: {sk: {M: 1, G: 8, r: 4, L: 4}}\nsampler: random\n"

@@ -11,11 +11,12 @@ import torch
 import nas
 from nas import device
 from nas.cli import main
-from nas.config import AttentionSpec
 from nas.errors import NasError
-from nas.evaluate import build_seeded, train_architecture
-from nas.numerics import PLAN_ATTR, PlanFile, check_plan, machine_kind, planned
-from nas.space import Fidelity
+from nas.kernels import choice as kernel_choice
+from nas.kernels.plan import PLAN_ATTR, PlanFile, check_plan, machine_kind, planned
+from nas.model.config import AttentionSpec
+from nas.training.budget import Fidelity
+from nas.training.evaluate import build_seeded, train_architecture
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -31,13 +32,13 @@ def _race(monkeypatch, fp32_wins: bool) -> None:
     """A fresh process (no choices yet) whose timing race says fp32 (or the
     autocast dtype) is faster for every op: what two processes on a busy
     machine can see."""
-    monkeypatch.setattr(device, "_kernel_choices", {})
-    monkeypatch.setattr(device, "_trained_choices", {})
+    monkeypatch.setattr(kernel_choice, "_kernel_choices", {})
+    monkeypatch.setattr(kernel_choice, "_trained_choices", {})
 
     def timed(fn, tensors, fp32, device_type, backward, repeats=1, give_up=float("inf")):
         return 1.0 if fp32 == fp32_wins else 2.0
 
-    monkeypatch.setattr(device, "_time_formulation", timed)
+    monkeypatch.setattr(kernel_choice, "_time_formulation", timed)
 
 
 def _train(cfg, data, runtime) -> dict[str, torch.Tensor]:

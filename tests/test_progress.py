@@ -1,7 +1,7 @@
-"""The terminal status line of a running trial (nas.progress)."""
+"""The terminal status line of a running trial (nas.search.progress)."""
 import io
 
-from nas.progress import TrialProgress, progress_for_terminal
+from nas.search.progress import TrialProgress, progress_for_terminal
 
 
 class _Terminal(io.StringIO):

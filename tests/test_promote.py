@@ -4,7 +4,6 @@ promoted study, --test, and one-line errors."""
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import optuna
@@ -12,10 +11,10 @@ import pytest
 from optuna.trial import TrialState
 
 import nas
-import nas.evaluate
-from nas.ablate import variants
+import nas.training.evaluate
 from nas.cli import main
-from nas.report import pick_trial
+from nas.report.export import pick_trial
+from nas.workflows.ablate import variants
 
 SPACE = ("backbone: resnet20\nwidth_multiplier: 0.25\nstages: [3]\ntypes: [none, se, eca, cbam]\n"
          "params: {se: {r: [2, 4]}, cbam: {r: 2}}\nsampler: random\n"
@@ -88,8 +87,8 @@ def test_promote_trains_top_k_and_baseline_links_back_resumes_and_exports(search
                  "the proxy's most accurate", "of 2 design(s) counts at P >= 0.950"):
         assert line in out, line
     # exactly one verdict, and the one the decision function gives on the stored seeds
-    from nas.noise import gain, pooled_noise
-    from nas.promote import BEATS, NO_BEAT
+    from nas.training.noise import gain, pooled_noise
+    from nas.workflows.promote import BEATS, NO_BEAT
 
     assert sum(line.startswith("VERDICT:") for line in out.splitlines()) == 1
     by_seed = [dict(zip(x.user_attrs["seeds"], x.user_attrs["seed_accuracies"])) for x in summaries]
@@ -143,7 +142,7 @@ def test_promote_more_seeds_supersedes_the_summary_and_fewer_drop_none(searched,
     summaries = [t for t in promoted.trials if t.user_attrs.get("kind") == "promoted"]
     latest = [t for t in summaries if "supersedes" in t.user_attrs]
     assert len(summaries) == 4 and len(latest) == 2  # 2 architectures, each summarised with 1 then 2 seeds
-    front = nas.search.pareto_front(promoted)
+    front = nas.search.results.pareto_front(promoted)
     assert {t.number for t in front} <= {t.number for t in latest}
     assert all(len(t.user_attrs["seed_accuracies"]) == 2 for t in front)
     assert main([*base, "--seeds", "1"]) == 0  # fewer seeds asked: the stored second seed still counts
@@ -153,9 +152,9 @@ def test_promote_more_seeds_supersedes_the_summary_and_fewer_drop_none(searched,
 
 def test_ablate_variants_differ_in_exactly_their_stage():
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
-    cfg.stages[1].blocks[0].attention = nas.config.AttentionSpec("se", params={"r": 2})
+    cfg.stages[1].blocks[0].attention = nas.model.config.AttentionSpec("se", params={"r": 2})
     for b in cfg.stages[2].blocks:
-        b.attention = nas.config.AttentionSpec("eca")
+        b.attention = nas.model.config.AttentionSpec("eca")
     vs = variants(cfg)
     assert [v.name for v in vs] == ["full", "without s2", "without s3", "baseline"]
     assert [v.removed for v in vs] == ["-", "s2: se", "s3: eca x3", "all attention"]
@@ -173,7 +172,7 @@ def test_ablate_end_to_end(tmp_path, cifar10_root, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
     for b in cfg.stages[2].blocks:
-        b.attention = nas.config.AttentionSpec("se", params={"r": 2})
+        b.attention = nas.model.config.AttentionSpec("se", params={"r": 2})
     path = tmp_path / "one.yaml"
     cfg.save(path)
     storage = f"sqlite:///{tmp_path}/nas.db"
@@ -244,8 +243,8 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
     continues from the state file evaluate keeps, not from step 0."""
     import torch
 
-    from nas.evaluate import TrainingData, evaluate, full_budget
     from nas.device import resolve_runtime
+    from nas.training.evaluate import TrainingData, evaluate, full_budget
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2700, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -258,7 +257,7 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
     budget = dataclasses.replace(full_budget(epochs=2), rungs=[1.0, 2.0])
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    real_train = nas.evaluate.train
+    real_train = nas.training.evaluate.train
 
     def killed_at_the_end(*a, **k):
         def progress(step, total, loss):
@@ -266,12 +265,12 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
                 raise KeyboardInterrupt
         return real_train(*a, **{**k, "progress": progress, "state_interval": 0})
 
-    monkeypatch.setattr(nas.evaluate, "train", killed_at_the_end)
+    monkeypatch.setattr(nas.training.evaluate, "train", killed_at_the_end)
     runtime = resolve_runtime("cpu", "fp32")
     with pytest.raises(KeyboardInterrupt):
         evaluate(study, cfg, budget, 0, data, runtime, state_dir=tmp_path)
     assert len(list(tmp_path.glob("*.train-state.pt"))) == 1
-    monkeypatch.setattr(nas.evaluate, "train", real_train)
+    monkeypatch.setattr(nas.training.evaluate, "train", real_train)
     trial = evaluate(study, cfg, budget, 0, data, runtime, state_dir=tmp_path)
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["resumed_from_step"] == 20
     assert trial.user_attrs["images_trained"] == 21 * 256
@@ -286,9 +285,9 @@ def test_an_interrupted_evaluation_resumes_from_its_last_epoch_boundary(tmp_path
 
 
 def test_difference_and_verdict_threshold_by_hand():
-    from nas.evaluate import difference
-    from nas.noise import SeedNoise
-    from nas.promote import verdict_threshold
+    from nas.training.evaluate import difference
+    from nas.training.noise import SeedNoise
+    from nas.workflows.promote import verdict_threshold
 
     # gain 0.2, se 0.1 * sqrt(1/2 + 1/2) = 0.1, t = 2 on 1 degree of freedom: F = 1/2 + atan(2) / pi = 0.8524
     # (the normal value, Phi(2) = 0.9772, treated the estimated std as known)
@@ -325,7 +324,12 @@ def test_ablate_of_a_promoted_design_trains_fresh_seeds_and_copies_only_other_ab
     34 item 4): it trains seeds of its own; a second ablation of the same design copies the first's (not
     selection evidence). The promote's seeds are no proxy training's and it validates on the confirmation
     images, disjoint from the search's validation images (asserted on the stored attrs)."""
-    from nas.evaluate import SEED_OFFSETS, budget_splits, full_budget, split_hash
+    from nas.training.evaluate import (
+        SEED_OFFSETS,
+        budget_splits,
+        full_budget,
+        split_hash,
+    )
 
     storage, root = searched
     proxy = optuna.load_study(study_name="tiny", storage=storage)
@@ -347,7 +351,7 @@ def test_ablate_of_a_promoted_design_trains_fresh_seeds_and_copies_only_other_ab
     search_split = {t.user_attrs["val_split"] for t in proxy.trials if "val_split" in t.user_attrs}
     assert len(search_split) == 1 and not search_split & {t.user_attrs["val_split"] for t in runs}
     # and the two splits, drawn as the commands draw them, share no image
-    from nas.data import load_dataset
+    from nas.training.datasets import load_dataset
 
     images = load_dataset("cifar10", str(root))
     budget = full_budget("cifar10", 0.5, 200, 100)  # TINY's budget

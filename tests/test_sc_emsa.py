@@ -9,7 +9,7 @@ from torch import nn
 
 import nas
 from nas.attention import create_attention
-from nas.space import load_space
+from nas.search.space import load_space
 
 
 def _randomise(module):

@@ -12,9 +12,11 @@ import pytest
 from optuna_dashboard import get_note
 
 import nas
-from nas import dashboard
-from nas.numerics import PLAN_ATTR, machine_kind
-from nas.report import hypervolume, pick_trial
+from nas.kernels.plan import PLAN_ATTR, machine_kind
+from nas.report import note as dashboard
+from nas.report.export import pick_trial
+from nas.report.report import hypervolume
+from nas.storage import artifacts as stored
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--subset", "200", "--val-size", "200", "--epochs", "1", "--timeout", "0"]
@@ -69,7 +71,7 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     assert "### Pareto front" in note and "### The knee" in note
     artifacts = tmp_path / "nas-artifacts"  # beside the storage file
     for t in study.trials:
-        attached = dashboard.trial_artifacts(study, t)
+        attached = stored.trial_artifacts(study, t)
         if t.state != optuna.trial.TrialState.COMPLETE:
             assert attached == {}
             continue
@@ -92,7 +94,7 @@ def test_search_report_export_rebuild_resume(space, tmp_path, cifar10_root):
     for name in ("trials.csv", "pareto.csv", "pareto.png"):
         assert (tmp_path / "studies" / space / name).stat().st_size > 0
     assert "optuna-dashboard: study note refreshed" in report.stdout
-    assert sorted(dashboard.study_artifacts(study)) == ["pareto.png", "trials.csv"]
+    assert sorted(stored.study_artifacts(study)) == ["pareto.png", "trials.csv"]
     assert get_note(study).count(dashboard.NOTE_HEADER) == 1
 
     exported = tmp_path / "best.yaml"
@@ -179,9 +181,9 @@ def test_halving_prunes_inside_a_study(tmp_path, cifar10_root):
     for t in pruned:
         earlier = [u for u in trials if u.number < t.number and u.user_attrs.get("rungs")
                    and "duplicate_of" not in u.user_attrs and not u.user_attrs.get("baseline")]
-        assert len(earlier) >= nas.halving.minimum_peers(2)
+        assert len(earlier) >= nas.search.halving.minimum_peers(2)
         points = [(u.user_attrs["rungs"][0][1], u.user_attrs["macs"]) for u in earlier]
-        assert not nas.halving.continues((t.user_attrs["rungs"][0][1], t.user_attrs["macs"]), points, 2)
+        assert not nas.search.halving.continues((t.user_attrs["rungs"][0][1], t.user_attrs["macs"]), points, 2)
 
 
 def test_hypervolume_of_hand_made_fronts():
@@ -220,7 +222,7 @@ def test_spaces_command_lists_every_space(tmp_path):
     out = cli("spaces", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     names = [line.split()[0] for line in out.stdout.splitlines()]
-    assert names == nas.space.space_names()
+    assert names == nas.search.space.space_names()
 
 
 def test_unknown_space_and_study_are_one_line_errors(tmp_path):
@@ -289,14 +291,14 @@ def test_a_space_searched_in_latency(tmp_path, cifar10_root):
 
 
 def test_the_example_latency_space_loads():
-    space = nas.space.load_space(REPO / "search_spaces" / "examples" / "sk-latency.yaml")
+    space = nas.search.space.load_space(REPO / "search_spaces" / "examples" / "sk-latency.yaml")
     assert space.objectives == ["accuracy", "latency", "macs"]
 
 
 def test_baseline_params_build_the_attention_free_backbone(tmp_path):
     from optuna.trial import FixedTrial
 
-    from nas.space import load_space, parse_space
+    from nas.search.space import load_space, parse_space
 
     plain = nas.preset_config("resnet20").structure_hash()
     for name in ("sk", "mixed", "bam", "emsa"):
@@ -344,9 +346,10 @@ def test_baseline_survives_interruption_and_retries_and_is_found_in_old_studies(
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
-    from nas.search import BASELINE_ATTR, baseline_trial, enqueue_baseline
-    from nas.space import load_space
-    from nas.storage import _enqueue_retry
+    from nas.search.objective import enqueue_baseline
+    from nas.search.results import BASELINE_ATTR, baseline_trial
+    from nas.search.space import load_space
+    from nas.storage.liveness import _enqueue_retry
 
     space = load_space("se")
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path}/b.db")

@@ -12,8 +12,8 @@ import torch
 import nas
 from nas.cli import build_parser
 from nas.errors import NasError
-from nas.retrain import load_checkpoint
-from nas.space import parse_space
+from nas.model.checkpoint import load_checkpoint
+from nas.search.space import parse_space
 
 PACKAGE = Path(nas.__file__).parent
 EVIL_YAML = "backbone: !!python/object/apply:os.system ['echo pwned']\n"

@@ -12,7 +12,7 @@ from optuna.trial import FixedTrial
 import nas
 from nas.attention import attention_kind
 from nas.errors import ConfigError
-from nas.space import load_space, parse_space, space_names
+from nas.search.space import load_space, parse_space, space_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -460,7 +460,7 @@ def test_load_space_by_path(tmp_path):
 
 
 def test_load_shipped_space_by_name_matches_its_file(spaces):
-    from nas.space import SPACES_DIR
+    from nas.search.space import SPACES_DIR
 
     space = spaces["sk"]
     assert space.path == str(SPACES_DIR / "sk.yaml")

@@ -16,8 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nas import build_model, profile
-from nas.space import load_space, space_names
+from nas import build_model
+from nas import profile
+from nas.search.space import load_space, space_names
 
 EXAMPLES = int(os.environ.get("NAS_PROPERTY_EXAMPLES", "30"))
 

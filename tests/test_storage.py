@@ -10,11 +10,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import free_port
 from optuna.trial import TrialState
 
-from conftest import free_port
-from nas import storage as st
 from nas.errors import NasError
+from nas.storage import backends as st
+from nas.storage import liveness
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def _running_trial(study: optuna.Study, worker: dict, **params) -> optuna.Trial:
     trial = study.ask()
     for name, value in params.items():
         assert trial.suggest_categorical(name, X) == value
-    trial.set_user_attr(st.WORKER_ATTR, worker)
+    trial.set_user_attr(liveness.WORKER_ATTR, worker)
     return trial
 
 
@@ -89,12 +90,12 @@ def test_reap_fails_dead_workers_trial_and_queues_its_params(tmp_path, kind):
     done = study.ask()
     done.suggest_categorical("x", X)
     study.tell(done, 1.0)
-    me = st.worker_identity()
+    me = liveness.worker_identity()
     dead = dict(me, pid=_dead_pid())
     alive = _running_trial(study, me, x="alive")
     orphan = _running_trial(study, dead, x="orphan")
     lines: list[str] = []
-    assert st.reap_dead_trials(study, lines.append) == [orphan.number]
+    assert liveness.reap_dead_trials(study, lines.append) == [orphan.number]
     by_number = {t.number: t for t in study.get_trials()}
     assert by_number[done.number].state == TrialState.COMPLETE  # finished work untouched
     assert by_number[alive.number].state == TrialState.RUNNING  # a live process keeps its trial
@@ -107,32 +108,32 @@ def test_reap_fails_dead_workers_trial_and_queues_its_params(tmp_path, kind):
     # the retry runs with the dead trial's parameters
     retry = study.ask()
     assert retry.suggest_categorical("x", X) == "orphan"
-    assert st.reap_dead_trials(study) == []  # nothing more to do
+    assert liveness.reap_dead_trials(study) == []  # nothing more to do
 
 
 def test_reused_pid_is_not_the_same_process(tmp_path):
     study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
-    impostor = dict(st.worker_identity(), start="1")  # our pid, but another start time
+    impostor = dict(liveness.worker_identity(), start="1")  # our pid, but another start time
     trial = _running_trial(study, impostor, x="v")
-    assert st.reap_dead_trials(study) == [trial.number]
+    assert liveness.reap_dead_trials(study) == [trial.number]
 
 
 def test_retries_are_bounded(tmp_path):
     study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
-    dead = dict(st.worker_identity(), pid=_dead_pid())
+    dead = dict(liveness.worker_identity(), pid=_dead_pid())
     first = _running_trial(study, dead, x="boom")
-    for attempt in range(st.MAX_RETRIES + 1):
-        st.reap_dead_trials(study)
+    for attempt in range(liveness.MAX_RETRIES + 1):
+        liveness.reap_dead_trials(study)
         waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
-        if attempt < st.MAX_RETRIES:
+        if attempt < liveness.MAX_RETRIES:
             assert len(waiting) == 1 and waiting[0].user_attrs["retry"] == attempt + 1
             assert waiting[0].user_attrs["retry_of"] == first.number
             nxt = study.ask()
             assert nxt.suggest_categorical("x", X) == "boom"
-            nxt.set_user_attr(st.WORKER_ATTR, dead)
+            nxt.set_user_attr(liveness.WORKER_ATTR, dead)
         else:
             assert waiting == []  # given up after MAX_RETRIES
-    assert sum(t.state == TrialState.FAIL for t in study.get_trials()) == st.MAX_RETRIES + 1
+    assert sum(t.state == TrialState.FAIL for t in study.get_trials()) == liveness.MAX_RETRIES + 1
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() without optimize(): fine for this test
@@ -143,7 +144,7 @@ def test_heartbeat_stale_trial_is_failed_with_reason(tmp_path):
     trial = _running_trial(study, other_host, x="remote")
     study._storage.record_heartbeat(trial._trial_id)
     time.sleep(2.5)
-    assert st.reap_dead_trials(study) == [trial.number]
+    assert liveness.reap_dead_trials(study) == [trial.number]
     failed = study.get_trials()[trial.number]
     assert failed.state == TrialState.FAIL
     assert "no heartbeat from worker 1 on elsewhere.invalid" in failed.user_attrs["fail_reason"]
@@ -162,13 +163,13 @@ def test_a_remote_trial_whose_beat_stopped_is_failed_and_retried(tmp_path):
     remote = {"host": "elsewhere.invalid", "boot": "b", "pid": 1, "start": "1", "beat": 60}
     now = time.time()
     silent = _running_trial(study, remote, x="remote")
-    silent.set_user_attr(st.ALIVE_ATTR, now - st.beat_grace(60) - 5)
+    silent.set_user_attr(liveness.ALIVE_ATTR, now - liveness.beat_grace(60) - 5)
     beating = _running_trial(study, remote, x="alive")
-    beating.set_user_attr(st.ALIVE_ATTR, now - st.beat_grace(60) + 30)
+    beating.set_user_attr(liveness.ALIVE_ATTR, now - liveness.beat_grace(60) + 30)
     never = _running_trial(study, {k: v for k, v in remote.items() if k != "beat"}, x="v")
-    never.set_user_attr(st.ALIVE_ATTR, now - 10_000)  # no "beat" in its worker: it never promised to beat
+    never.set_user_attr(liveness.ALIVE_ATTR, now - 10_000)  # no "beat" in its worker: it never promised to beat
     lines: list[str] = []
-    assert st.reap_dead_trials(study, lines.append) == [silent.number]
+    assert liveness.reap_dead_trials(study, lines.append) == [silent.number]
     failed = study.get_trials()[silent.number]
     assert failed.state == TrialState.FAIL
     assert re.search(r"no beat from worker 1 on elsewhere.invalid for 18\d s \(grace 180 s", failed.user_attrs["fail_reason"])
@@ -176,25 +177,25 @@ def test_a_remote_trial_whose_beat_stopped_is_failed_and_retried(tmp_path):
     assert study.get_trials()[never.number].state == TrialState.RUNNING
     waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert [t.system_attrs["fixed_params"] for t in waiting] == [{"x": "remote"}]
-    assert st.beat_grace(100) == 300  # three beats, never under the grace period
+    assert liveness.beat_grace(100) == 300  # three beats, never under the grace period
 
 
 def test_trial_beat_writes_while_the_trial_runs_and_stops_after(tmp_path):
     study = optuna.create_study(storage=st.open_storage(str(tmp_path / "s.journal")))
     trial = study.ask()
-    with st.TrialBeat(study._storage, trial._trial_id, 0.05):
-        first = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]  # written on entry
+    with liveness.TrialBeat(study._storage, trial._trial_id, 0.05):
+        first = study.get_trials()[0].user_attrs[liveness.ALIVE_ATTR]  # written on entry
         time.sleep(0.5)
-        later = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]
+        later = study.get_trials()[0].user_attrs[liveness.ALIVE_ATTR]
         assert later > first + 0.2
     # no beat once the block is left, checked while the trial still runs (after tell, Optuna itself would
     # refuse a beat, so a check there could not fail)
-    stopped = study.get_trials()[0].user_attrs[st.ALIVE_ATTR]
+    stopped = study.get_trials()[0].user_attrs[liveness.ALIVE_ATTR]
     time.sleep(0.3)
-    assert study.get_trials()[0].user_attrs[st.ALIVE_ATTR] == stopped
+    assert study.get_trials()[0].user_attrs[liveness.ALIVE_ATTR] == stopped
     assert study.get_trials()[0].state == TrialState.RUNNING
     study.tell(trial, 1.0)
-    assert st.worker_identity(60)["beat"] == 60 and "beat" not in st.worker_identity()
+    assert liveness.worker_identity(60)["beat"] == 60 and "beat" not in liveness.worker_identity()
 
 
 # --- grpc://HOST:PORT: Optuna's gRPC storage proxy -------------------------------------------------
@@ -245,8 +246,8 @@ def test_storage_proxy_command_serves_the_database_and_stops_on_sigterm(tmp_path
         study.tell(trial, [0.5, 1e6])
         lost = _running_trial(study, {"host": "elsewhere.invalid", "boot": "b", "pid": 1, "start": "1", "beat": 60},
                               x="remote")
-        lost.set_user_attr(st.ALIVE_ATTR, time.time() - 1000)
-        assert st.reap_dead_trials(study) == [lost.number]
+        lost.set_user_attr(liveness.ALIVE_ATTR, time.time() - 1000)
+        assert liveness.reap_dead_trials(study) == [lost.number]
         again = subprocess.run([sys.executable, str(REPO / "search.py"), "storage-proxy", "--storage",
                                 f"sqlite:///{tmp_path / 'other.db'}", "--host", "::1", "--port", str(port)],
                                capture_output=True, text=True, timeout=60)

@@ -7,9 +7,17 @@ import torch
 import yaml
 
 import nas
-from nas.data import load_dataset, make_splits
 from nas.device import resolve_runtime
-from nas.train import DivergedError, Recipe, TensorBatches, _param_groups, evaluate, train
+from nas.training.datasets import load_dataset
+from nas.training.splits import make_splits
+from nas.training.train import (
+    DivergedError,
+    Recipe,
+    TensorBatches,
+    _param_groups,
+    evaluate,
+    train,
+)
 
 FP32 = resolve_runtime("cpu", "fp32")
 
@@ -39,7 +47,7 @@ def test_batch_without_augmentation_is_the_normalised_image():
     images = _distinct_image(2)
     tb = TensorBatches(images, torch.tensor([0, 1]), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 2, torch.device("cpu"))
     x, y = tb.batch(torch.tensor([1, 0]), None, augment=False)
-    expected = nas.train.normalise(images[[1, 0]], (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    expected = nas.training.train.normalise(images[[1, 0]], (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
     torch.testing.assert_close(x, expected)
     assert y.tolist() == [1, 0]
     assert x.is_contiguous(memory_format=torch.channels_last)
@@ -220,7 +228,7 @@ def test_train_command_bad_config_is_one_line(tmp_path):
 
 
 def test_format_1_checkpoints_load_with_cbam_converted_and_psa_refused(tmp_path):
-    from nas.retrain import load_checkpoint, save_checkpoint
+    from nas.model.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = nas.paper_config("resnet20", "cbam", r=4)
     torch.manual_seed(0)
@@ -267,7 +275,7 @@ def test_format_1_checkpoints_load_with_cbam_converted_and_psa_refused(tmp_path)
 def test_train_on_every_training_image_with_val_size_0(tmp_path, cifar10_root):
     """He et al.'s protocol for their CIFAR-10 test figures: train on all the
     training images, hold none out; validation is then reported as absent."""
-    from nas.retrain import train_config
+    from nas.workflows.retrain import train_config
 
     cfg_path = tmp_path / "tiny.yaml"
     tiny_config().save(cfg_path)

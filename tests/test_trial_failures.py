@@ -8,11 +8,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import nas.evaluate
-import nas.search as search
+import nas.search.objective as search
+import nas.training.evaluate
 from nas.device import resolve_runtime
-from nas.space import parse_space
-from nas.train import DivergedError
+from nas.search.space import parse_space
+from nas.storage import artifacts
+from nas.training.train import DivergedError
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -23,14 +24,14 @@ def test_a_failing_trial_records_why_and_the_study_goes_on(monkeypatch, tiny_dat
     errors = [DivergedError("loss became nan at step 3 of 3"), MemoryError("cannot allocate 9 GiB"),
               torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
               RuntimeError("se: module exploded"), KeyError("a bug in a module")]
-    real_train = nas.evaluate.train
+    real_train = nas.training.evaluate.train
 
     def flaky_train(*args, **kwargs):
         if errors:
             raise errors.pop(0)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(nas.evaluate, "train", flaky_train)  # what every trial trains through
+    monkeypatch.setattr(nas.training.evaluate, "train", flaky_train)  # what every trial trains through
     # every trial a new architecture: same-architecture reuse would skip training
     objective = search.Objective(space, tiny_data, resolve_runtime("cpu", "fp32"))
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -60,7 +61,7 @@ def test_ctrl_c_is_not_swallowed(tiny_data):
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nas.evaluate, "train", interrupt)
+        mp.setattr(nas.training.evaluate, "train", interrupt)
         with pytest.raises(KeyboardInterrupt):
             study.optimize(objective, n_trials=1, catch=(search.TrialFailed,))
     assert study.trials[0].state == TrialState.FAIL
@@ -71,7 +72,6 @@ def test_a_failed_artifact_upload_keeps_the_trained_result(monkeypatch, tiny_dat
     """Each completed trial gets its config as an artifact; when that upload
     fails (a full disk, a folder gone), the trial keeps its accuracy and
     records why the artifact is missing."""
-    from nas import dashboard
 
     space = parse_space("backbone: resnet20\nwidth_multiplier: 0.25\ntypes: [none, se]\nparams: {se: {r: 2}}\n"
                         "sampler: random\nfidelity: {rungs: [1], batch_size: 16}\n", name="t")
@@ -80,7 +80,7 @@ def test_a_failed_artifact_upload_keeps_the_trained_result(monkeypatch, tiny_dat
     study.enqueue_trial({"s1.type": "none", "s2.type": "none", "s3.type": "none"})
     study.enqueue_trial({"s1.type": "se", "s2.type": "none", "s3.type": "none"})
     study.optimize(objective, n_trials=1)
-    attached = dashboard.trial_artifacts(study, study.trials[0])
+    attached = artifacts.trial_artifacts(study, study.trials[0])
     assert list(attached) == ["trial-0.yaml"] and (tmp_path / "art" / attached["trial-0.yaml"]).is_file()
 
     def full_disk(**kwargs):
@@ -92,4 +92,4 @@ def test_a_failed_artifact_upload_keeps_the_trained_result(monkeypatch, tiny_dat
     second = study.trials[1]
     assert second.state == TrialState.COMPLETE and 0.0 <= second.values[0] <= 1.0
     assert second.user_attrs["artifact_error"] == "OSError: [Errno 28] No space left on device"
-    assert dashboard.trial_artifacts(study, second) == {}
+    assert artifacts.trial_artifacts(study, second) == {}

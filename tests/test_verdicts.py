@@ -8,14 +8,13 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import null_rate  # noqa: E402
 import winners_curse  # noqa: E402
 
-from nas.noise import RESOLVED, bonferroni, seeds_needed  # noqa: E402
+from nas.training.noise import RESOLVED, bonferroni, seeds_needed  # noqa: E402
 
 NOMINAL = 1 - RESOLVED
 

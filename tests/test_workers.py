@@ -20,10 +20,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import free_port, stop_server
 from optuna.trial import TrialState
 
-from conftest import free_port, stop_server
-from nas.storage import open_storage
+from nas.storage.backends import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--subset", "200", "--val-size", "200", "--epochs", "1", "--timeout", "0"]

@@ -16,7 +16,7 @@ import torch
 from optuna.distributions import CategoricalDistribution
 
 import nas
-import nas.retrain
+import nas.workflows.retrain
 from nas.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -46,11 +46,11 @@ def workflow() -> list[list[str]]:
 def quick(monkeypatch) -> None:
     """The plain kernels, nothing compiled and ablate's step timing stood
     in: seconds, not minutes, for the full-width SK models of a tiny run."""
-    import nas.ablate
+    import nas.workflows.ablate
 
     monkeypatch.setenv("NAS_KERNELS", "reference")
     monkeypatch.setenv("NAS_COMPILE_AFTER", "never")
-    monkeypatch.setattr(nas.ablate, "measure_step_latency", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(nas.workflows.ablate, "measure_step_latency", lambda *args, **kwargs: 1.0)
 
 
 def _option(argv: list[str], name: str) -> list[str]:
@@ -66,8 +66,8 @@ def test_the_readme_compares_studies_searched_at_one_budget():
     does not refuse them; the old example (se at 10,000 images, sk at
     20,000) was refused."""
     from nas.cli import _override_fidelity
-    from nas.compare import _BUDGET_KEYS
-    from nas.space import load_space
+    from nas.report.compare import _BUDGET_KEYS
+    from nas.search.space import load_space
 
     commands = workflow()
     searches = {}
@@ -101,7 +101,7 @@ def _config(attention: bool) -> str:
     cfg = nas.preset_config("resnet20", width_multiplier=0.25)
     if attention:
         for b in cfg.stages[2].blocks:
-            b.attention = nas.config.AttentionSpec("se", params={"r": 2})
+            b.attention = nas.model.config.AttentionSpec("se", params={"r": 2})
     return cfg.to_yaml()
 
 
@@ -119,7 +119,7 @@ def _front_study(points):
 
 
 def test_the_knee_is_an_attention_design_when_the_front_has_one():
-    from nas.report import pick_trial
+    from nas.report.export import pick_trial
 
     # an SK-like front: attention designs cheaper than the baseline. Both ends score 0 on the knee's
     # distance and the tie went to accuracy: the baseline (trial 1) was the knee
@@ -129,9 +129,10 @@ def test_the_knee_is_an_attention_design_when_the_front_has_one():
     study = _front_study([(0.70, 5e6, True, False), (0.85, 10e6, False, True), (0.86, 40e6, True, False),
                           (0.60, 50e6, True, False)])
     assert pick_trial(study, "knee").number == 2
-    from nas.report import is_baseline, knee_candidates
+    from nas.report.export import knee_candidates
+    from nas.search.results import is_baseline
 
-    assert [t.number for t in knee_candidates(nas.search.pareto_front(study))[1]] == [1]
+    assert [t.number for t in knee_candidates(nas.search.results.pareto_front(study))[1]] == [1]
     # an attention-free architecture without the mark (a study made before baselines) counts as the baseline
     study = _front_study([(0.80, 28e6, True, False), (0.85, 40e6, False, False)])
     assert is_baseline(study.trials[1]) and not is_baseline(study.trials[0])
@@ -188,15 +189,15 @@ def _captured_split(monkeypatch, argv):
         seen.update(train=train_images, train_labels=train_labels, val=val_images, val_labels=val_labels)
         raise _Stop
 
-    monkeypatch.setattr(nas.retrain, "train", fake_train)
+    monkeypatch.setattr(nas.workflows.retrain, "train", fake_train)
     with pytest.raises(_Stop):
         main(["train", *argv])
     return seen
 
 
 def test_train_validates_on_promotes_images_whatever_the_seed(tmp_path, cifar10_root, monkeypatch):
-    from nas.data import load_dataset
-    from nas.evaluate import full_budget, load_training_data
+    from nas.training.datasets import load_dataset
+    from nas.training.evaluate import full_budget, load_training_data
 
     path = tmp_path / "r.yaml"
     nas.preset_config("resnet20", width_multiplier=0.25).save(path)
@@ -213,8 +214,8 @@ def test_train_validates_on_promotes_images_whatever_the_seed(tmp_path, cifar10_
 
     # training excludes both held-out splits: the search's validation images and the confirmation images
     labels = load_dataset("cifar10", cifar10_root).train_labels
-    full = nas.retrain.train_splits(labels)
-    held = nas.evaluate.budget_splits(labels, None, None)
+    full = nas.workflows.retrain.train_splits(labels)
+    held = nas.training.evaluate.budget_splits(labels, None, None)
     assert torch.equal(full.val, held.confirm) and len(full.train) == 40000
     assert not set(full.train.tolist()) & (set(held.val.tolist()) | set(held.confirm.tolist()))
     # --val-size 0: nothing held out, every training image trained on
@@ -228,7 +229,7 @@ def test_train_validates_on_promotes_images_whatever_the_seed(tmp_path, cifar10_
 
 def test_an_explicit_default_val_size_is_the_default_budget(cifar10_root):
     from nas.cli import _default_as_none
-    from nas.evaluate import full_budget
+    from nas.training.evaluate import full_budget
 
     assert _default_as_none(5000, "cifar10", str(cifar10_root)) is None
     assert _default_as_none(100, "cifar10", str(cifar10_root)) == 100

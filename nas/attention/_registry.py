@@ -6,7 +6,7 @@ keyword arguments with the paper's defaults, and declares a class attribute
 ``kind``:
 
 * ``"gate"``: maps C x H x W to C x H x W; the block places it at one of the
-  positions of :data:`nas.config.POSITIONS`.
+  positions of :data:`nas.model.config.POSITIONS`.
 * ``"conv"``: replaces the block's 3x3 conv unit (conv + BN + ReLU); it is
   built as ``cls(in_channels, out_channels=..., stride=..., **hyperparameters)``.
 * ``"transition"``: placed once at the end of a stage (BAM), not per block.

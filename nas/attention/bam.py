@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..kernels.pool import global_avg_pool
 from ._checks import check_choice, check_int
-from ._pool import global_avg_pool
 
 COMBINE = ("sum", "product")
 
@@ -35,7 +35,7 @@ COMBINE = ("sum", "product")
 class BAM(nn.Module):
     kind = "transition"
     #: added after configs existed; at this value the module computes what it
-    #: computed before, so structure hashes leave it out (see nas.config)
+    #: computed before, so structure hashes leave it out (see nas.model.config)
     legacy_defaults = {"combine": "sum"}
 
     def __init__(self, channels: int, *, r: int = 16, dilation: int = 4, num_dilated: int = 2,

@@ -11,9 +11,9 @@ paper's Eq. 3 writes [AvgPool; MaxPool]), and the spatial BN has momentum
 running average; PyTorch's default is 0.1). Applied in sequence (Eq. 1):
 F' = M_c * F, F'' = M_s * F'.
 In training the module is computed one of two equal ways, whichever is
-measured faster for the shape (:func:`nas.device.run_fastest`): eagerly with
+measured faster for the shape (:func:`nas.kernels.choice.run_fastest`): eagerly with
 the kernels ``_pool.py`` and ``_broadcast.py`` choose, or as one graph
-compiled by inductor (:class:`nas.device.CompiledFormulation`), which fuses
+compiled by inductor (:class:`nas.kernels.compiled.CompiledFormulation`), which fuses
 the chain of memory-bound passes over the map (pools, products, channel max
 and mean, and their backward) that dominates the module's time on CPU.
 Parameters: 2 C^2 / r + C / r + C + 2 k^2 + 2.
@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import CompiledFormulation, compiled_worthwhile, run_fastest
-from ._broadcast import times_map
+from ..kernels.broadcast import times_map
+from ..kernels.choice import run_fastest
+from ..kernels.compiled import CompiledFormulation, compiled_worthwhile
+from ..kernels.conv import ROW_PRODUCT_MAX_WIDTH, conv2d, maps_to_one_by_row_products
+from ..kernels.pool import channel_max_mean, global_avg_pool, global_max_pool
 from ._checks import check_choice, check_int
-from ._conv import ROW_PRODUCT_MAX_WIDTH, conv2d, maps_to_one_by_row_products
-from ._pool import channel_max_mean, global_avg_pool, global_max_pool
 
 _BN_EPS = 1e-5
 
@@ -67,7 +68,7 @@ _COMPILED = CompiledFormulation(_plain)
 
 def _output_only(fn, found: list[Tensor]):
     """``fn`` (returning the output and the spatial conv's output) as a
-    formulation for :func:`nas.device.run_fastest`, which times and checks
+    formulation for :func:`nas.kernels.choice.run_fastest`, which times and checks
     one output: the spatial map of the last call is kept in ``found``."""
     def formulation(*tensors: Tensor) -> Tensor:
         out, spatial = fn(*tensors)

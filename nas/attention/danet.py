@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..kernels.conv import contiguous_keeping_grad_layout, in_layout_of
 from ._checks import check_int
-from ._conv import contiguous_keeping_grad_layout, in_layout_of
 
 
 class DualAttention(nn.Module):

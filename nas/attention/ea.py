@@ -34,7 +34,7 @@ class ExternalAttention(nn.Module):
     #: linear in N, but the N x S map still grows with resolution: up to 32 x 32
     max_tokens = 1024
     #: added after configs existed; at this value the module computes what it
-    #: computed before, so structure hashes leave it out (see nas.config)
+    #: computed before, so structure hashes leave it out (see nas.model.config)
     legacy_defaults = {"wrapper": "none"}
 
     def __init__(self, channels: int, *, S: int = 64, wrapper: str = "none") -> None:

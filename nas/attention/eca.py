@@ -12,8 +12,8 @@ import math
 
 from torch import Tensor, nn
 
+from ..kernels.pool import global_avg_pool
 from ._checks import check_int, check_odd
-from ._pool import global_avg_pool
 
 
 def adaptive_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:

@@ -16,7 +16,7 @@ EMSA, on tokens z (N x C), with ``heads`` heads of C / heads channels:
   then softmax over the keys, then InstanceNorm over each head's N x N'
   map (no affine), in that order (Eq. 2: IN(Softmax(Conv(A)))); heads = 1:
   a plain softmax (computed as written or by PyTorch's fused attention
-  kernel, whichever is faster for the shape: ``nas.device.run_fastest``);
+  kernel, whichever is faster for the shape: ``nas.kernels.choice.run_fastest``);
 * output: concat over heads of A V, then a linear projection W_p (with bias).
 
 ``qkv_bias``: biases on W_q and W_kv (ResT's models set it; the ``Attention``
@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..device import run_fastest
+from ..kernels.choice import run_fastest
+from ..kernels.conv import conv2d
 from ._checks import check_divides, check_int
-from ._conv import conv2d
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -52,7 +52,7 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 def _attend_fused(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """The same through PyTorch's fused attention kernel: on CPU 4x faster
     than :func:`_attend` with 64 keys, slower with 16 (2-core AMD EPYC, fp32,
-    forward + backward), so :func:`nas.device.run_fastest` picks per shape."""
+    forward + backward), so :func:`nas.kernels.choice.run_fastest` picks per shape."""
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
@@ -101,7 +101,7 @@ class EfficientSelfAttention(nn.Module):
         q = self.q(tokens).view(n, length, heads, c // heads).transpose(1, 2)  # n x heads x N x C/heads
         if self.sr > 1:
             grid = tokens.transpose(1, 2).reshape(n, c, h, w)
-            # the depthwise reduction through nas.device.run_fastest: its bf16
+            # the depthwise reduction through nas.kernels.choice.run_fastest: its bf16
             # backward in oneDNN is several times its fp32 one on CPU
             kv_tokens = self.reduce_norm(conv2d(grid, self.reduce).flatten(2).transpose(1, 2))
         else:

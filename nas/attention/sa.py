@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..kernels.conv import contiguous_keeping_grad_layout
+from ..kernels.pool import global_avg_pool
 from ._checks import check_divides, check_int
-from ._conv import contiguous_keeping_grad_layout
-from ._pool import global_avg_pool
 
 
 class ShuffleAttention(nn.Module):

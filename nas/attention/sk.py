@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels.conv import conv2d
+from ..kernels.pool import global_avg_pool
 from ._checks import check_divides, check_int, check_int_list, check_odd
-from ._conv import conv2d
-from ._pool import global_avg_pool
 
 
 class SKConv(nn.Module):
