@@ -16,7 +16,7 @@ names the CPU model and its bf16 flags: figures compare only within one run
 on one CPU.
 
 The table is a long training run's steady step, so compiled formulations
-(CBAM's, see ``nas.device``) are offered from the first call here
+(CBAM's, see ``nas.kernels.compiled``) are offered from the first call here
 (``NAS_COMPILE_AFTER=1`` unless set; the trainer's default waits 1000 calls,
 so that short runs never pay a compile); the warm-up steps pay the compiles.
 

@@ -18,7 +18,7 @@ reached it, stopped ones included, as in ASHA):
   true final accuracy = ``0.80 + --trend sqrt(c) + q``, ``q ~ N(0,
   --quality)``: the design's quality at its cost (attention type and
   placement; defaults 0.03 and 0.015: in ``mixed`` the module choice, not
-  the cost, decides most of the accuracy, README "Calibrating ``mixed``");
+  the cost, decides most of the accuracy, docs/measurements/calibration.md "Calibrating ``mixed``, measured");
 * accuracy at the first rung = ``0.55 + --trend sqrt(c) + --quality *
   (rho z + sqrt(1 - rho^2) e)``, ``z = q / --quality``, ``e ~ N(0, 1)``:
   the rung sees the cost trend and, through ``--rho``, part of the quality

@@ -1,5 +1,5 @@
 """CBAM's compiled formulation (inductor) computes what the module's
-reference does, and the machinery around it (nas.device's compiled
+reference does, and the machinery around it (nas.kernels' compiled
 formulations) stays bounded and safe: offered only where it can pay,
 compiled once per shape with a dynamic batch, never given up on for its
 compile time, and replaced by the plain formulation, once warned, where

@@ -2,7 +2,7 @@
 `direct_conv.py` against the conv (relative errors, fp32) and against what
 `nas.kernels.choice.run_fastest` chooses today (bf16 input under autocast, forward +
 backward, batch 128, channels_last), at PSA's and SK's resnet20 shapes; then
-the kernel's three passes alone. README, "PSA, measured again".
+the kernel's three passes alone. docs/measurements/attention-speed.md, "PSA, measured again".
 
     python benchmarks/probes/direct_conv_probe.py
 """

@@ -164,5 +164,5 @@ def maps_to_one_by_row_products(planes: list[Tensor], weight: Tensor) -> Tensor:
 
 
 #: widths up to which :func:`maps_to_one_by_row_products` was measured faster
-#: than the conv (32, 16 and 8 on CIFAR's stages; see the README's CBAM notes)
+#: than the conv (32, 16 and 8 on CIFAR's stages; see docs/measurements/attention-speed.md on CBAM)
 ROW_PRODUCT_MAX_WIDTH = 32

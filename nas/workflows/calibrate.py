@@ -90,7 +90,7 @@ from .zero_cost import SCORES, zero_cost_scores
 
 #: the reference budget when none is given: 20,000 training images for 10
 #: epochs with the space's recipe (one training of resnet20 takes ~13 min
-#: on a 2-core AVX2 CPU in fp32, see the README)
+#: on a 2-core AVX2 CPU in fp32, an estimate not logged in docs/measurements)
 REFERENCE_SUBSET = 20000
 REFERENCE_EPOCHS = 10.0
 #: the two-sided coverage of the bootstrap interval over architectures
