@@ -1,7 +1,9 @@
 """Attention modules, one per file, built by name through one registry.
 
     create_attention("se", 256, r=8)      # any module: name, channels, hyper-parameters
+    register_attention("mine", Mine)      # Mine: an AttentionModule declaring its facts
 """
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._registry import (
     KINDS,
     attention_defaults,
@@ -10,6 +12,8 @@ from ._registry import (
     create_attention,
     module_class,
     register_attention,
+    registered_name,
+    unregister_attention,
 )
 from .bam import BAM
 from .cbam import CBAM
@@ -46,10 +50,16 @@ register_attention("emsa", EMSA)
 __all__ = [
     "COMPUTE_REVISION",
     "KINDS",
+    "AttentionModule",
+    "PaperPlacement",
+    "StageFacts",
     "attention_defaults",
     "attention_kind",
     "attention_names",
     "create_attention",
+    "largest_divisor",
     "module_class",
     "register_attention",
+    "registered_name",
+    "unregister_attention",
 ]

@@ -11,12 +11,21 @@ keyword arguments with the paper's defaults, and declares a class attribute
   built as ``cls(in_channels, out_channels=..., stride=..., **hyperparameters)``.
 * ``"transition"``: placed once at the end of a stage (BAM), not per block.
 
-A module whose hyper-parameters must fit the feature map it sees (a pooling
-rate, a reduction stride, an attention map's size) defines
-``check_feature_size(self, size)``, raising ``ValueError`` that names the
-parameter; the block calls it with the side of the map the module reads.
+Every module subclasses :class:`~nas.attention._base.AttentionModule` and
+declares there, in its own file, every fact the rest of the package needs
+about it: its paper placement (``paper_placement``), how its hyper-parameters
+fit a stage (``fit_to_stage``), how long its list hyper-parameters are
+(``list_length``, ``suggest_last``), the limits of the maps it accepts
+(``max_tokens``, ``check_feature_size``), hyper-parameters added later
+(``legacy_defaults``) and how its old checkpoints convert
+(``upgrade_state_format_1``); the base's docstring lists them with their
+defaults. Presets, search spaces and checkpoints ask the registered class
+and name no module.
 
-Adding a module means one new file and one :func:`register_attention` line.
+Adding a module is one new file, its class, and one
+:func:`register_attention` call (``nas/attention/__init__.py`` registers the
+built-in ones; code outside the package may register its own the same way,
+and :func:`unregister_attention` removes it again).
 """
 from __future__ import annotations
 
@@ -25,17 +34,22 @@ from typing import Any
 
 from torch import nn
 
+from ._base import AttentionModule
+
 KINDS = ("gate", "conv", "transition")
 
-_REGISTRY: dict[str, type[nn.Module]] = {}
+_REGISTRY: dict[str, type[AttentionModule]] = {}
 
 # Constructor arguments that the block supplies itself; they are not
 # hyper-parameters a config or search space may set.
 _STRUCTURAL_ARGS = frozenset({"channels", "out_channels", "stride"})
 
 
-def register_attention(name: str, cls: type[nn.Module]) -> type[nn.Module]:
-    """Register ``cls`` under ``name`` (lower case)."""
+def register_attention(name: str, cls: type[AttentionModule]) -> type[AttentionModule]:
+    """Register ``cls``, a subclass of :class:`AttentionModule`, under
+    ``name`` (lower case)."""
+    if not (isinstance(cls, type) and issubclass(cls, AttentionModule)):
+        raise TypeError(f"{getattr(cls, '__name__', cls)!r} must subclass nas.attention.AttentionModule")
     kind = getattr(cls, "kind", None)
     if kind not in KINDS:
         raise TypeError(f"{cls.__name__}.kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -43,12 +57,18 @@ def register_attention(name: str, cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
+def unregister_attention(name: str) -> None:
+    """Remove the module registered under ``name``."""
+    _lookup(name)
+    del _REGISTRY[name]
+
+
 def attention_names() -> list[str]:
     """Registered names, ``none`` first, then alphabetical."""
     return sorted(_REGISTRY, key=lambda n: (n != "none", n))
 
 
-def _lookup(name: str) -> type[nn.Module]:
+def _lookup(name: str) -> type[AttentionModule]:
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -57,9 +77,18 @@ def _lookup(name: str) -> type[nn.Module]:
         ) from None
 
 
-def module_class(name: str) -> type[nn.Module]:
-    """The class registered under ``name``."""
+def module_class(name: str) -> type[AttentionModule]:
+    """The class registered under ``name``: ask it for the module's facts
+    (:class:`AttentionModule`)."""
     return _lookup(name)
+
+
+def registered_name(cls: type[AttentionModule]) -> str:
+    """The name ``cls`` is registered under (the first, if several)."""
+    for name, registered in _REGISTRY.items():
+        if registered is cls:
+            return name
+    raise ValueError(f"{cls.__name__} is not a registered attention module")
 
 
 def attention_kind(name: str) -> str:

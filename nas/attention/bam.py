@@ -27,13 +27,18 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_choice, check_int
 
 COMBINE = ("sum", "product")
 
 
-class BAM(nn.Module):
+class BAM(AttentionModule):
     kind = "transition"
+    #: once after each of the first three stages (Park et al. sec. 3, Fig. 1);
+    #: the branches multiplied, as the official code that trained the
+    #: published models does (see the module docstring)
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="1x1", params={"combine": "product"})
     #: added after configs existed; at this value the module computes what it
     #: computed before, so structure hashes leave it out (see nas.model.config)
     legacy_defaults = {"combine": "sum"}

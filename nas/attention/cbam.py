@@ -29,6 +29,7 @@ from ..kernels.choice import run_fastest
 from ..kernels.compiled import CompiledFormulation, compiled_worthwhile
 from ..kernels.conv import ROW_PRODUCT_MAX_WIDTH, conv2d, maps_to_one_by_row_products
 from ..kernels.pool import channel_max_mean, global_avg_pool, global_max_pool
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_choice, check_int
 
 _BN_EPS = 1e-5
@@ -78,8 +79,18 @@ def _output_only(fn, found: list[Tensor]):
     return formulation
 
 
-class CBAM(nn.Module):
+class CBAM(AttentionModule):
     kind = "gate"
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="1x1", position="standard")
+
+    @classmethod
+    def upgrade_state_format_1(cls, name: str, state: dict) -> bool:
+        """Format 1 stacked the pooled maps [mean, max], the paper's order;
+        they are [max, mean] now: the spatial conv's two input maps swap,
+        which converts the weights exactly."""
+        key = f"{name}.spatial.weight"
+        state[key] = state[key].flip(1)
+        return True
 
     def __init__(self, channels: int, *, r: int = 16, spatial_kernel: int = 7) -> None:
         super().__init__()

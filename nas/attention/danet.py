@@ -20,11 +20,15 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels.conv import contiguous_keeping_grad_layout, in_layout_of
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_int
 
 
-class DualAttention(nn.Module):
+class DualAttention(AttentionModule):
     kind = "gate"
+    #: published as a head on top of a backbone, not per block: the closest
+    #: placement is after the last block, where resolution is lowest
+    paper_placement = PaperPlacement(backbone=None, position="post", last_block_only=True)
     #: largest H*W the position attention may see (16 x 16): the N x N map of
     #: a 32 x 32 stage is 1M entries per image
     max_tokens = 256
@@ -37,6 +41,13 @@ class DualAttention(nn.Module):
         self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.beta = nn.Parameter(torch.zeros(1))
+
+    @classmethod
+    def upgrade_state_format_1(cls, name: str, state: dict) -> bool:
+        """Format 1 summed both official modules' outputs, x twice: what the
+        rest of the block sees changed, which no conversion of the weights
+        undoes."""
+        return False
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

@@ -24,13 +24,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_choice, check_int
 
 WRAPPERS = ("none", "official")
 
 
-class ExternalAttention(nn.Module):
+class ExternalAttention(AttentionModule):
     kind = "gate"
+    #: published as a head on top of a backbone, not per block: the closest
+    #: placement is after the last block, where resolution is lowest
+    paper_placement = PaperPlacement(backbone=None, position="post", last_block_only=True)
     #: linear in N, but the N x S map still grows with resolution: up to 32 x 32
     max_tokens = 1024
     #: added after configs existed; at this value the module computes what it

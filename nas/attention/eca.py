@@ -13,6 +13,7 @@ import math
 from torch import Tensor, nn
 
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_int, check_odd
 
 
@@ -22,8 +23,11 @@ def adaptive_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return t if t % 2 else t + 1
 
 
-class ECA(nn.Module):
+class ECA(AttentionModule):
     kind = "gate"
+    #: the released ECA-Net50 is trained with k = 3, 5, 5, 7 per stage (BangguWu/ECANet, "k3557")
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="3x3", position="standard",
+                                     per_stage={"k_size": (3, 5, 5, 7)})
 
     def __init__(self, channels: int, *, k_size: int | None = None, gamma: int = 2, b: int = 1) -> None:
         super().__init__()

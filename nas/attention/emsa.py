@@ -41,7 +41,11 @@ from torch import Tensor, nn
 
 from ..kernels.choice import run_fastest
 from ..kernels.conv import conv2d
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._checks import check_divides, check_int
+
+#: ResT-Lite's heads and key/value reduction per stage (wofmanaf/ResT, rest_lite)
+REST_LITE = {"heads": (1, 2, 4, 8), "sr": (8, 4, 2, 1)}
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -119,10 +123,29 @@ class EfficientSelfAttention(nn.Module):
         return self.proj(out)
 
 
-class EMSA(nn.Module):
+class EMSA(AttentionModule):
     kind = "gate"
     #: entries of one head's N x N' attention map (see module docstring)
     max_map = 256 * 256
+    #: ResT puts x + EMSA(LN(x)) in every block, on the main path (the block
+    #: output here); heads and sr per stage as ResT-Lite (fit_to_stage)
+    paper_placement = PaperPlacement(backbone=None, position="post")
+
+    @classmethod
+    def fit_to_stage(cls, defaults: dict, overrides: dict, stage: StageFacts) -> dict:
+        """ResT-Lite's heads and sr for the stage (its last for deeper
+        stages), heads cut to a divisor of the stage's output channels and
+        sr raised to the smallest whose attention map fits the stage's
+        output (where the post position reads it): on ResNet-50 at 224 the
+        56 x 56 first stage needs sr 14, not 8."""
+        i = min(stage.index, len(REST_LITE["sr"]) - 1)
+        fitted = {}
+        if "heads" not in overrides:
+            fitted["heads"] = largest_divisor(stage.out, REST_LITE["heads"][i])
+        if "sr" not in overrides:
+            side = stage.feature_size
+            fitted["sr"] = min(max(REST_LITE["sr"][i], smallest_fitting_sr(side, cls.max_map) or side), side)
+        return fitted
 
     def __init__(self, channels: int, *, heads: int = 1, sr: int = 1, qkv_bias: bool = True) -> None:
         super().__init__()

@@ -1,8 +1,10 @@
 """The no-attention baseline: the identity, with no parameters and no cost."""
-from torch import Tensor, nn
+from torch import Tensor
+
+from ._base import AttentionModule
 
 
-class NoAttention(nn.Module):
+class NoAttention(AttentionModule):
     """Identity gate, so that "no attention" is a registry entry like any other."""
 
     kind = "gate"

@@ -20,11 +20,42 @@ from torch import Tensor, nn
 
 from ..kernels.conv import conv2d
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._checks import check_divides, check_int, check_int_list, check_odd
 
 
-class PSAConv(nn.Module):
+class PSAConv(AttentionModule):
     kind = "conv"
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="3x3")
+    #: one group count per kernel: groups is chosen after kernels
+    suggest_last = ("groups",)
+
+    @classmethod
+    def fit_to_stage(cls, defaults: dict, overrides: dict, stage: StageFacts) -> dict:
+        """Each part's group count cut to the largest divisor of the part's
+        channels not above the paper's, and r to at most those channels."""
+        if "groups" in overrides:
+            return {}
+        kernels = overrides.get("kernels", defaults["kernels"])
+        split = stage.mid // len(kernels)
+        fitted = {"groups": [largest_divisor(split, g) for g in defaults["groups"]][: len(kernels)]}
+        if "r" not in overrides:
+            fitted["r"] = min(defaults["r"], split)
+        return fitted
+
+    @classmethod
+    def list_length(cls, name: str, values: dict, defaults: dict) -> int:
+        """One group count per kernel."""
+        if name == "groups":
+            return len(values.get("kernels", defaults["kernels"]))
+        return super().list_length(name, values, defaults)
+
+    @classmethod
+    def upgrade_state_format_1(cls, name: str, state: dict) -> bool:
+        """Format 1 concatenated the parts first to last: the reversed order
+        changes what the rest of the block sees, which no conversion of the
+        weights undoes."""
+        return False
 
     def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1,
                  kernels: list[int] = (3, 5, 7, 9), groups: list[int] = (1, 4, 8, 16), r: int = 16) -> None:

@@ -14,11 +14,24 @@ from torch import Tensor, nn
 
 from ..kernels.conv import contiguous_keeping_grad_layout
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._checks import check_divides, check_int
 
 
-class ShuffleAttention(nn.Module):
+class ShuffleAttention(AttentionModule):
     kind = "gate"
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="3x3", position="standard")
+    #: chosen after the position in a search, as it always was, so that a
+    #: seeded search draws the same architectures
+    suggest_last = ("groups",)
+
+    @classmethod
+    def fit_to_stage(cls, defaults: dict, overrides: dict, stage: StageFacts) -> dict:
+        """The paper's G = 64 does not divide a small stage's C/2 (16 channels
+        on CIFAR): the largest divisor of C/2 not above it."""
+        if "groups" in overrides:
+            return {}
+        return {"groups": largest_divisor(stage.out // 2, defaults["groups"])}
 
     def __init__(self, channels: int, *, groups: int = 64) -> None:
         super().__init__()

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._checks import check_choice, check_divides, check_int
 
 UPSAMPLING = ("nearest", "bilinear")
@@ -48,8 +49,22 @@ def _conv_bn(in_channels: int, out_channels: int, stride: int, groups: int) -> n
                          nn.BatchNorm2d(out_channels))
 
 
-class SCConv(nn.Module):
+class SCConv(AttentionModule):
     kind = "conv"
+    #: SCNet-50 is torchvision's ResNet-50 with every bottleneck's 3x3 unit
+    #: self-calibrated (backseason/SCNet, scnet50: no deep stem, no avg-down)
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="3x3")
+    #: chosen after r and upsample in a search, as it always was, so that a
+    #: seeded search draws the same architectures
+    suggest_last = ("groups",)
+
+    @classmethod
+    def fit_to_stage(cls, defaults: dict, overrides: dict, stage: StageFacts) -> dict:
+        """The official SCConv takes the backbone's cardinality as its groups
+        (cut to a divisor of half the conv's channels)."""
+        if "groups" in overrides or stage.groups <= 1:
+            return {}
+        return {"groups": largest_divisor(stage.mid // 2, stage.groups)}
 
     def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1, r: int = 4,
                  upsample: str = "nearest", groups: int = 1) -> None:

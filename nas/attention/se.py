@@ -13,13 +13,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement
 from ._checks import check_choice, check_int
 
 GATES = {"sigmoid": nn.Sigmoid, "hard_sigmoid": nn.Hardsigmoid}
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(AttentionModule):
     kind = "gate"
+    #: SE Caffe models stride on the first 1x1 (hujie-frank/SENet prototxt)
+    paper_placement = PaperPlacement(backbone="resnet50", stride_on="1x1", position="standard")
 
     def __init__(self, channels: int, *, r: int = 16, squeeze: str = "avg", gate: str = "sigmoid") -> None:
         super().__init__()

@@ -16,11 +16,27 @@ from torch import Tensor, nn
 
 from ..kernels.conv import conv2d
 from ..kernels.pool import global_avg_pool
+from ._base import AttentionModule, PaperPlacement, StageFacts, largest_divisor
 from ._checks import check_divides, check_int, check_int_list, check_odd
 
 
-class SKConv(nn.Module):
+class SKConv(AttentionModule):
     kind = "conv"
+    paper_placement = PaperPlacement(backbone="resnext50_32x4d", stride_on="3x3")
+
+    @classmethod
+    def fit_to_stage(cls, defaults: dict, overrides: dict, stage: StageFacts) -> dict:
+        """G cut to the largest divisor of the conv's channels not above the paper's."""
+        if "G" in overrides:
+            return {}
+        return {"G": largest_divisor(stage.mid, defaults["G"])}
+
+    @classmethod
+    def list_length(cls, name: str, values: dict, defaults: dict) -> int:
+        """One kernel per branch: M of them."""
+        if name == "kernels":
+            return values.get("M", defaults["M"])
+        return super().list_length(name, values, defaults)
 
     def __init__(self, channels: int, *, out_channels: int | None = None, stride: int = 1, M: int = 2,
                  G: int = 32, r: int = 16, L: int = 32, kernels: list[int] | None = None) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from ..attention import CBAM, DualAttention, PSAConv
+from ..attention import AttentionModule, registered_name
 from ..errors import ConfigError, NasError, one_line
 from .config import ArchConfig
 from .network import build_model
 
-#: 2: CBAM stacks its pooled maps [max, mean], PSA concatenates its parts
-#: last first and the DANet gate adds x once (the official code's choices);
-#: format-1 checkpoints were saved before that (see _upgrade_format_1)
+#: 2: the modules follow the official code (nas.attention.COMPUTE_REVISION 2);
+#: format-1 checkpoints were saved before that, and each module's
+#: ``upgrade_state_format_1`` converts its weights or refuses (_upgrade_format_1)
 CHECKPOINT_FORMAT = 2
 
 
@@ -50,19 +50,17 @@ def load_checkpoint(path: str | Path, cfg: ArchConfig | None = None) -> tuple[to
 
 
 def _upgrade_format_1(model: torch.nn.Module, state: dict, path: str | Path) -> dict:
-    """Weights saved before CBAM, PSA and DANet followed the official code.
-    CBAM's change is a swap of its spatial conv's two input maps, so its
-    weights are converted exactly; PSA's reversed part order and DANet's
-    single skip change what the rest of the block sees, which no weight
-    conversion undoes: such a checkpoint is refused."""
+    """Weights saved before the modules followed the official code: each
+    attention module converts its own (``upgrade_state_format_1``); one
+    whose change no weight conversion undoes refuses the checkpoint."""
 
     state = dict(state)
     for name, module in model.named_modules():
-        if isinstance(module, CBAM):
-            key = f"{name}.spatial.weight"
-            state[key] = state[key].flip(1)  # was [mean, max], is [max, mean]
-        elif isinstance(module, (PSAConv, DualAttention)):
-            what = "psa" if isinstance(module, PSAConv) else "danet"
+        if isinstance(module, AttentionModule) and not type(module).upgrade_state_format_1(name, state):
+            try:
+                what = registered_name(type(module))
+            except ValueError:  # a module inside another, not registered itself
+                what = type(module).__name__
             raise NasError(f"checkpoint {path} was saved by an earlier version whose {what} module computed "
                            f"something else ({name}); retrain it: python search.py train CONFIG.yaml")
     return state

@@ -158,7 +158,7 @@ class SearchSpace:
     def _spec(self, trial, s: int, b: int | None, t: str) -> AttentionSpec:
         specs = self.params[s].get(t, {})
         values: dict[str, Any] = {}
-        for name in _order(specs):
+        for name in _order(t, specs):
             spec = specs[name]
             where = f"s{s}.b{b}.{t}.{name}" if spec.per_block and b is not None else f"s{s}.{t}.{name}"
             if spec.is_list:
@@ -170,10 +170,13 @@ class SearchSpace:
         return AttentionSpec(type=t, position=position, params=values)
 
 
-def _order(specs: dict[str, ParamSpec]) -> list[str]:
-    # scalars first (SK's M sets the length of its kernel list), then PSA's
-    # kernels before its groups (one group count per kernel)
-    return sorted(specs, key=lambda name: (specs[name].is_list, name == "groups"))
+def _order(t: str, specs: dict[str, ParamSpec]) -> list[str]:
+    """The order ``t``'s parameters are chosen in: scalars first (a list's
+    length may follow from one), then lists, each kind in the file's order
+    but for the module's ``suggest_last`` (a list whose length another list
+    sets), which come after the rest of their kind, in that order."""
+    last = _attention.module_class(t).suggest_last
+    return sorted(specs, key=lambda name: (specs[name].is_list, last.index(name) + 1 if name in last else 0))
 
 
 def _is_list_param(t: str, name: str) -> bool:
@@ -188,20 +191,15 @@ def _is_list_param(t: str, name: str) -> bool:
 
 def _list_length(t: str, name: str, values: dict[str, Any]) -> int:
     """How many elements list parameter ``name`` of ``t`` gets, given the
-    values chosen so far."""
-    defaults = _attention.attention_defaults(t)
-    if t == "sk" and name == "kernels":  # one kernel per branch
-        return values.get("M", defaults["M"])
-    if t == "psa" and name == "groups":
-        return len(values.get("kernels", defaults["kernels"]))
-    return len(defaults[name] or ())
+    values chosen so far (the module's ``list_length``)."""
+    return _attention.module_class(t).list_length(name, values, _attention.attention_defaults(t))
 
 
 def _materialise(t: str, specs: dict[str, ParamSpec], override: tuple[str, Any] | None = None) -> dict[str, Any]:
     """Each parameter at its first choice (``override`` replaces one), list
     parameters as that element repeated to their length."""
     values: dict[str, Any] = {}
-    for name in _order(specs):
+    for name in _order(t, specs):
         spec = specs[name]
         value = override[1] if override and override[0] == name else spec.choices[0]
         values[name] = [value] * _list_length(t, name, values) if spec.is_list else value
@@ -573,14 +571,14 @@ def check_constraints(space: SearchSpace) -> None:
 
                 def stage_cost(choice_of: dict[str, Any]) -> float:
                     values: dict[str, Any] = {}
-                    for name in _order(specs):  # list parameters take their length from earlier ones (M)
+                    for name in _order(t, specs):  # list parameters take their length from earlier ones
                         v = choice_of[name]
                         values[name] = [v] * _list_length(t, name, values) if specs[name].is_list else v
                     return cost(_with_stage(space.base_config(), s, t, values))[what]
 
                 current = stage_cost(picked)
                 for _ in range(2):
-                    for name in _order(specs):
+                    for name in _order(t, specs):
                         for choice in specs[name].choices:
                             if choice == picked[name]:
                                 continue
