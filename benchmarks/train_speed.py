@@ -16,6 +16,12 @@ worker start-up) are not timed. Prints images/s of both, the ratio, and the
 achieved training GFLOP/s (3 x forward MACs x 2 FLOPs per image) against this
 machine's matmul peak in the dtype each one used, measured here too.
 
+(a') the same trainer with its whole step compiled
+    (``nas.training.compiled_step``: forward, loss and backward as one
+    inductor graph), as a run long enough to repay the compile takes it; the
+    compile (and the check against the eager step) happens in the untimed
+    warm-up and is printed apart, with the steps it takes to repay.
+
 (c) is a ceiling, not a trainer: the model's convolutions alone, forward and
 backward, each timed on its own with random inputs of its real shape, in the
 dtype and layout of (a). No trainer built on PyTorch's convolution kernels
@@ -29,8 +35,13 @@ attention, the optimiser and the data, so (c) bounds both targets.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import platform
+import re
 import time
+from unittest import mock
 
 import _cifar
 import numpy as np
@@ -39,6 +50,7 @@ from torch import nn
 
 import nas
 from nas.device import resolve_runtime
+from nas.training import compiled_step
 from nas.training.splits import channel_stats
 from nas.training.train import Recipe, train
 
@@ -71,14 +83,20 @@ class _StepClock:
             self.end, self.steps = time.perf_counter(), total - self.warmup
 
 
-def run_ours(cfg, images, labels, mean, std, batch_size: int, warmup: int, steps: int) -> tuple[float, str]:
+def run_ours(cfg, images, labels, mean, std, batch_size: int, warmup: int, steps: int,
+             compiled: bool = False, precision: str = "auto") -> tuple[float, str, str]:
+    """(images/s, precision, the compiled step's report line or "")."""
     n = (warmup + steps) * batch_size
     model = nas.build_model(cfg)
     clock = _StepClock(warmup)
     recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.1, warmup_epochs=0.1, seed=0)
-    result = train(model, images[:n], labels[:n], images[:500], labels[:500], mean, std, recipe,
-                   resolve_runtime(), progress=clock)
-    return clock.steps * batch_size / (clock.end - clock.start), result.precision
+    out = io.StringIO()
+    # the run is as long as the benchmark makes it; (a') takes the compiled step as a long run would
+    with mock.patch.object(compiled_step, "_MIN_STEPS", 1 if compiled else 10 ** 9), contextlib.redirect_stdout(out):
+        result = train(model, images[:n], labels[:n], images[:500], labels[:500], mean, std, recipe,
+                       resolve_runtime(precision=precision), progress=clock)
+    line = next((x for x in out.getvalue().splitlines() if x.startswith("compiled step: ")), "")
+    return clock.steps * batch_size / (clock.end - clock.start), result.precision, line
 
 
 class _PILImages(torch.utils.data.Dataset):
@@ -159,6 +177,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps of each (a multiple of 10)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed first steps (a multiple of 10)")
     parser.add_argument("--profile", action="store_true", help="print (a)'s time per operator")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="(a)'s precision (default: the trainer's choice for this CPU); with "
+                             "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 and fp32, an AVX2 CPU's kernels")
     args = parser.parse_args()
     if args.steps % 10 or args.warmup % 10 or args.warmup < 10:
         parser.error("--steps and --warmup must be multiples of 10 (the trainer reports every 10 steps)")
@@ -170,12 +191,15 @@ def main() -> None:
     macs = nas.profile(nas.build_model(cfg), 32)["macs"]
     flops_per_image = 3 * macs * 2
 
-    ours, precision = run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+    ours, precision, _ = run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps,
+                                  precision=args.precision)
+    fused, _, compile_line = run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps,
+                                      compiled=True, precision=args.precision)
     if args.profile:  # a second run of (a) under the profiler, so the timed run above stays unperturbed
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
+            run_ours(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps, precision=args.precision)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     naive = run_naive(cfg, images, labels, mean, std, args.batch_size, args.warmup, args.steps)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -184,18 +208,27 @@ def main() -> None:
     if precision != "fp32":
         peak[precision] = matmul_peak(amp)
 
-    print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}; the trainer chose {precision}), "
+    isa = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
+    print(f"# {_cifar.cpu_model()} ({_cifar.cpu_bf16_flags()}{'; kernels limited: ' + isa if isa else ''}; "
+          f"the trainer ran {precision}), "
           f"resnet20 + SE ({macs / 1e6:.2f} M MACs/image), batch {args.batch_size}, {args.steps} timed steps "
           f"after {args.warmup} warm-up steps; torch {torch.__version__}, {threads} threads, "
           f"{platform.machine()}, numpy {np.__version__}")
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()))
-    rows = [("(a) nas.training.train", ours, precision), ("(b) naive DataLoader+PIL", naive, "fp32"),
+    rows = [("(a) nas.training.train", ours, precision), ("(a') compiled step", fused, precision),
+            ("(b) naive DataLoader+PIL", naive, "fp32"),
             ("(c) convolutions alone", ceiling, precision)]
     for name, ips, prec in rows:
         gflops = ips * flops_per_image / 1e9
         print(f"{name:<26} {ips:8.0f} images/s  {prec:>4}  {gflops:6.0f} GFLOP/s = "
               f"{gflops / peak[prec]:5.1%} of the {prec} matmul peak")
-    print(f"ratio (a)/(b): {ours / naive:.2f}x")
+    print(f"ratio (a)/(b): {ours / naive:.2f}x; (a')/(b): {fused / naive:.2f}x; (a')/(a): {fused / ours:.2f}x")
+    print(f"(a') {compile_line or 'no compiled-step line: the trainer did not measure it'}")
+    match = re.search(r"compiled step: (\d+) s to compile", compile_line)
+    if match and fused > ours:
+        saved = args.batch_size / ours - args.batch_size / fused  # seconds per step
+        print(f"(a') repays its compile after {int(match.group(1)) / saved:.0f} steps of batch {args.batch_size} "
+              f"({saved * 1e3:.1f} ms saved per step)")
     if ceiling >= ours:
         print(f"ceiling (c)/(b): {ceiling / naive:.2f}x; (a) spends {1 - ours / ceiling:.0%} of its step time "
               f"outside the convolutions")

@@ -125,10 +125,11 @@ class Runtime:
 def resolve_runtime(device: str | None = None, precision: str = "auto") -> Runtime:
     """Pick the device (``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...) and the
     mixed-precision dtype (``auto``, ``fp32``, ``bf16``, ``fp16``). Checks the
-    kernel settings (``NAS_KERNELS``, ``NAS_COMPILE_AFTER``) too, so that a bad
+    kernel settings (``NAS_KERNELS``, ``NAS_COMPILE_AFTER``, ``NAS_COMPILE_STEP``) too, so that a bad
     one fails before anything runs, not at a module's first call."""
     kernel_setting()
     compile_after()
+    compile_step_setting()
     name = device or os.environ.get("NAS_DEVICE") or "auto"
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -225,6 +226,16 @@ def kernel_setting() -> str:
     if mode not in _KERNEL_MODES:
         raise NasError(f"NAS_KERNELS: {mode!r} is not one of {', '.join(_KERNEL_MODES)}")
     return mode
+
+
+def compile_step_setting() -> str:
+    """``auto`` (default: a training long enough to repay it compiles its
+    whole step, :mod:`nas.training.compiled_step`) or ``never``, from
+    ``NAS_COMPILE_STEP``."""
+    value = os.environ.get("NAS_COMPILE_STEP", "auto")
+    if value not in ("auto", "never"):
+        raise NasError(f"NAS_COMPILE_STEP: {value!r} is not one of auto, never")
+    return value
 
 
 def compile_after() -> int | None:

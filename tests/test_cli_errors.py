@@ -142,6 +142,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, workdir, cifar10
 @pytest.mark.parametrize("variable, value, expected", [
     ("NAS_COMPILE_AFTER", "soon", "NAS_COMPILE_AFTER: 'soon' is not a positive number of calls or 'never'"),
     ("NAS_KERNELS", "fastest", "NAS_KERNELS: 'fastest' is not one of tuned, reference"),
+    ("NAS_COMPILE_STEP", "always", "NAS_COMPILE_STEP: 'always' is not one of auto, never"),
 ])
 def test_a_bad_kernel_setting_is_one_line_exit_2_and_changes_nothing(variable, value, expected, workdir,
                                                                       cifar10_root):

@@ -144,6 +144,18 @@ def _note_choice(text: str, choice: tuple[str, bool], measured: bool) -> None:
             record.measured[text] = choice
 
 
+def planned_or_measured(text: str, measure) -> tuple[str, bool]:
+    """The choice for a whole-step key (``text``, as :func:`key_text` writes
+    keys): the plan's where it holds one, else ``measure()`` -> (formulation,
+    fp32), measured now; recorded either way like every op's choice, so a
+    study's plan fixes it for every later run (docs/design.md section 8)."""
+    planned = _planned.get(text)
+    choice = planned if planned is not None else measure()
+    if _plan_records:
+        _note_choice(text, choice, planned is None)
+    return choice
+
+
 def pin_kernel(key: tuple, formulation: str, fp32: bool) -> None:
     """Fix the choice for ``key`` (as :func:`run_fastest` builds it) instead
     of timing it: for tests, and for a user who measured it elsewhere."""
@@ -304,7 +316,10 @@ def run_fastest(op: str, formulations: dict, tensors: tuple[torch.Tensor, ...], 
     x = tensors[0]
     device_type = x.device.type
     amp = _autocast_dtype(device_type)
-    if kernel_mode() == "reference" or device_type != "cpu" or (len(names) == 1 and (amp is None or not try_fp32)):
+    # traced into a compiled training step (nas.training.compiled_step), the
+    # plain formulation: inductor chooses the kernels for the whole graph
+    if (kernel_mode() == "reference" or device_type != "cpu" or torch.compiler.is_compiling()
+            or (len(names) == 1 and (amp is None or not try_fp32))):
         return formulations[names[0]](*tensors)
     backward = torch.is_grad_enabled()
     key = kernel_key(op, tensors, settings)

@@ -93,6 +93,8 @@ def compiled_worthwhile(op: str, tensors: tuple[torch.Tensor, ...]) -> bool:
     :func:`compile_after`-th such call with this shape signature on (each
     call counts)."""
     x = tensors[0]
+    if torch.compiler.is_compiling():  # inside a compiled training step: inductor fuses the whole graph
+        return False
     if not (x.device.type == "cpu" and torch.is_grad_enabled() and x.numel() >= _COMPILE_MIN_ELEMENTS
             and _compile_failure is None and kernel_mode() == "tuned"):
         return False

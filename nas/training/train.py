@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..device import Runtime, resolve_runtime
 from ..errors import one_line
+from .compiled_step import choose_step
 
 #: ``callback(rung_index, epochs_done, val_accuracy) -> bool``: True stops training
 RungCallback = Callable[[int, float, float], bool]
@@ -309,6 +310,7 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
         print(f"resuming from {state_file}: step {step} of {total_steps} (epoch {step / steps_per_epoch:.2f})",
               flush=True)
     resumed_from = step
+    loss_of = None
     # wall time of the whole run, kept across resumes (a benchmark's clock
     # continues from it: the work lost to a kill is redone and counted once)
     wall_offset = saved.get("wall_seconds", 0.0) if saved is not None else 0.0
@@ -332,11 +334,14 @@ def train(model: nn.Module, train_images: Tensor, train_labels: Tensor, val_imag
             idx = order[cursor:cursor + batch_size].to(dev)
             cursor += batch_size
             x, y = data.batch(idx, generator)
+            if loss_of is None:  # this process's first step: eager, or compiled for a long run
+                loss_of = choose_step(model, criterion, x, y, runtime, total_steps - step,
+                                      out=lambda line: print(line, flush=True))
             lr = _lr_at(step, total_steps, warmup, recipe.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
             with runtime.autocast():
-                loss = criterion(model(x), y)
+                loss = loss_of(x, y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise DivergedError(
