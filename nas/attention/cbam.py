@@ -137,7 +137,7 @@ class CBAM(AttentionModule):
         weights = self._weights()
         if self.spatial_bn.training and compiled_worthwhile("cbam", (x, *weights)):
             found: list[Tensor] = []
-            # the check against fp32 (nas.device) bounds the output's and the
+            # the check against fp32 (nas.kernels.choice) bounds the output's and the
             # input gradient's error; the weights' gradients need only be
             # finite: in bf16 they stray up to 0.5 from fp32 in both
             # formulations (resnet20's CBAM, batch 128: the MLP's one hidden
