@@ -48,6 +48,7 @@ from ..model.network import build_model, stage_feature_sizes
 from ..model.presets import preset_config, preset_names
 from ..model.profile import profile
 from ..training.budget import Fidelity
+from ..training.datasets import DATASETS
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 OBJECTIVES = ("accuracy", "macs", "params", "latency")
@@ -56,7 +57,6 @@ COST_OBJECTIVES = ("macs", "latency")
 #: the trial user attr that holds each cost objective's value
 OBJECTIVE_ATTRS = {"macs": "macs", "params": "params", "latency": "latency_ms"}
 SAMPLERS = ("nsga2", "tpe", "random")
-DATASETS = ("cifar10", "cifar100", "imagefolder")
 PLACEMENTS = ("stage", "block")
 _TOP_KEYS = ("description", "backbone", "width_multiplier", "stages", "placement", "types", "params",
              "stage_params", "fidelity", "objectives", "constraints", "sampler", "population_size", "seed")
