@@ -124,7 +124,6 @@ class PlanFile:
 
     @property
     def user_attrs(self) -> dict:
-
         if not self.path.is_file():
             return {}
         try:
@@ -135,7 +134,6 @@ class PlanFile:
         return {PLAN_ATTR: data} if isinstance(data, dict) else {}
 
     def set_user_attr(self, key: str, value) -> None:
-
         if key != PLAN_ATTR:
             raise KeyError(key)
         tmp = self.path.with_name(self.path.name + ".tmp")

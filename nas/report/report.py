@@ -162,8 +162,6 @@ def _macs_ceiling(text: str, name: str) -> float:
     """The MACs reference of a space file (cached: parsing a space builds
     every choice once, ~1 s, and the search refreshes the note after every
     trial)."""
-
-
     ceiling = (yaml.safe_load(text).get("constraints") or {}).get("max_macs")
     if ceiling is not None:
         return float(ceiling)

@@ -197,8 +197,6 @@ class Objective:
         """The trial's exported config (``trial-N.yaml``: architecture, metrics,
         provenance) as its artifact in optuna-dashboard; attached now,
         because Optuna refuses artifacts on a finished trial."""
-
-
         if self._store is None:
             self._store = artifact_store(self.artifacts)
         cfg = exported_config(trial.study, trial.number, trial.user_attrs, accuracy, self.storage_url)

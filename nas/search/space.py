@@ -106,7 +106,6 @@ class SearchSpace:
 
     # ---- structure
     def base_config(self, num_classes: int | None = None) -> ArchConfig:
-
         return preset_config(self.backbone, num_classes=num_classes, width_multiplier=self.width_multiplier)
 
     # ---- sampling
@@ -286,7 +285,6 @@ def _number(value: Any, key: str, zero_ok: bool = False) -> float:
 
 
 def _parse(data: Any, name: str, text: str) -> SearchSpace:
-
     _expect(isinstance(data, dict), f"expected a mapping at the top level, got {_type_name(data)}")
     for key in data:
         _expect(key in _TOP_KEYS, f"unknown key {key!r}; allowed: {', '.join(_TOP_KEYS)}")

@@ -147,7 +147,6 @@ def open_ablation(name: str, url: str, cfg: ArchConfig, budget, fingerprint: str
 
 
 def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablation:
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     path = Path(run.config)
     cfg = load_config(path)
@@ -219,7 +218,6 @@ def run_ablation(run: AblationRun, out: Callable[[str], None] = print) -> Ablati
 
 
 def _diverged(study: optuna.Study, structure_hash: str, budget_key: str, seed: int) -> bool:
-
     t = find_evaluation(study, structure_hash, budget_key, seed, include_failed=True)
     return t is not None and is_diverged(t)
 

@@ -394,7 +394,6 @@ def run_promotion(run: PromotionRun, out: Callable[[str], None] = print) -> Prom
     costs = {c.cfg.structure_hash(): _latency(c, space, runtime) if latency else None for c in candidates}
 
     def attach_checkpoint(trial: optuna.Trial, model) -> None:
-
         cfg = ArchConfig.from_yaml(trial.user_attrs["config"])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"model-{cfg.structure_hash()[:8]}-seed{trial.user_attrs['seed']}.pt"
@@ -462,8 +461,6 @@ def _has_checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial, store)
     """Whether ``trial`` has an artifact that this run's artifact folder can
     open (a training copied from another study must bring its checkpoint:
     ``--test`` reads it)."""
-
-
     for artifact_id in trial_artifacts(study, trial).values():
         try:
             with store.open_reader(artifact_id):
