@@ -44,8 +44,6 @@ def _images(n: int = 64):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_compiled_step_equals_the_eager_step_within_rounding(precision):
-    if precision == "bf16" and not torch.backends.mkldnn.is_available():
-        pytest.skip("no bf16 CPU kernels")
     runtime = resolve_runtime("cpu", precision)
     torch.manual_seed(0)
     model = _Tiny().to(memory_format=torch.channels_last).train()

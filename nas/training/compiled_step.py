@@ -170,7 +170,6 @@ def choose_step(model: nn.Module, criterion: nn.Module, x: Tensor, y: Tensor, ru
     the run is long enough, compiling works, the result matches the eager
     step and it is faster (or the study's plan says so), else the eager one.
     ``x, y``: the run's first batch, used only to check and time."""
-    global _failure
     eager = _LossOf(model, criterion)
     if (compile_step_setting() == "never" or kernel_mode() == "reference" or steps_left < min_steps()
             or runtime.device.type not in ("cpu", "cuda")):
