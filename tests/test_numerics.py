@@ -4,9 +4,14 @@ whatever the timing says then; a plan from another kind of machine is
 refused in one line; the train command keeps its plan beside the config."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
+import yaml
 
 import nas
 from nas import device
@@ -19,6 +24,7 @@ from nas.training.budget import Fidelity
 from nas.training.evaluate import build_seeded, train_architecture
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _sk_config():
@@ -114,3 +120,38 @@ def test_plan_file_round_trips_and_a_broken_one_is_one_line(tmp_path):
     (tmp_path / "m.numerics.yaml").write_text("{not: [yaml")
     with pytest.raises(NasError, match="not a numerics plan"):
         f.user_attrs
+
+
+def _train_in_a_fresh_process(cfg_path, data_root) -> dict:
+    cmd = [sys.executable, str(REPO / "search.py"), "train", str(cfg_path), "--epochs", "1", "--subset", "400",
+           "--val-size", "200", "--batch-size", "50", "--precision", "bf16", "--data", str(data_root)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    results = yaml.safe_load(cfg_path.with_name(cfg_path.stem + ".results.yaml").read_text())
+    weights = torch.load(cfg_path.with_suffix(".pt"), weights_only=True)["state_dict"]
+    return {"results": results, "weights": weights}
+
+
+def test_two_fresh_processes_train_the_same_config_and_seed_to_the_same_accuracy(tmp_path, cifar10_root):
+    # The first `train` of a config measures its kernel choices and keeps them beside the config; a second,
+    # separate process takes them whatever its own timing would say: the same accuracy, to the last bit.
+    cfg_path = tmp_path / "sk.yaml"
+    _sk_config().save(cfg_path)
+    plan_path = tmp_path / "sk.numerics.yaml"
+    first = _train_in_a_fresh_process(cfg_path, cifar10_root)
+    plan = yaml.safe_load(plan_path.read_text())
+    assert plan["machine"] == machine_kind() and plan["choices"]
+    assert first["results"]["numerics"]["choices"] == plan["choices"]
+
+    second = _train_in_a_fresh_process(cfg_path, cifar10_root)
+    assert yaml.safe_load(plan_path.read_text()) == plan  # taken, not measured again
+    assert second["results"]["numerics"]["choices"] == plan["choices"]
+    for key in ("val_accuracy", "test_accuracy", "test_accuracy_flip_tta"):
+        assert second["results"][key] == first["results"][key], key
+    assert all(torch.equal(first["weights"][k], second["weights"][k]) for k in first["weights"])
+
+    # and the plan is what decides: a third process under a plan with every precision swapped runs that plan
+    swapped = {key: [formulation, not fp32] for key, (formulation, fp32) in plan["choices"].items()}
+    plan_path.write_text(yaml.safe_dump({**plan, "choices": swapped}))
+    third = _train_in_a_fresh_process(cfg_path, cifar10_root)
+    assert third["results"]["numerics"]["choices"] == swapped
