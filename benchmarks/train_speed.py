@@ -92,7 +92,7 @@ def run_ours(cfg, images, labels, mean, std, batch_size: int, warmup: int, steps
     recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.1, warmup_epochs=0.1, seed=0)
     out = io.StringIO()
     # the run is as long as the benchmark makes it; (a') takes the compiled step as a long run would
-    with mock.patch.object(compiled_step, "_MIN_STEPS", 1 if compiled else 10 ** 9), contextlib.redirect_stdout(out):
+    with mock.patch.object(compiled_step, "MIN_STEPS", 1 if compiled else 10 ** 9), contextlib.redirect_stdout(out):
         result = train(model, images[:n], labels[:n], images[:500], labels[:500], mean, std, recipe,
                        resolve_runtime(precision=precision), progress=clock)
     line = next((x for x in out.getvalue().splitlines() if x.startswith("compiled step: ")), "")

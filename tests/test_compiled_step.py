@@ -9,7 +9,7 @@ from torch import nn
 
 from nas.device import compile_step_setting, resolve_runtime
 from nas.errors import NasError
-from nas.kernels.choice import kernel_plan
+from nas.kernels.choice import BROKEN_ERROR, kernel_plan
 from nas.training import compiled_step
 from nas.training.train import Recipe, train
 
@@ -58,25 +58,25 @@ def test_the_compiled_step_equals_the_eager_step_within_rounding(precision):
     if precision == "fp32":
         assert eager_error == 0 and error < 1e-4
     else:
-        assert 0 < eager_error < compiled_step._BROKEN
+        assert 0 < eager_error < BROKEN_ERROR
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats put back
     assert all(p.grad is None for p in model.parameters())
     # and the check can fail: a step that computes something else (a summed loss) is far off
     wrong = compiled_step._LossOf(model, nn.CrossEntropyLoss(label_smoothing=0.1, reduction="sum"))
-    assert compiled_step.compare_steps(eager, wrong, model, x, y, runtime)[0] > compiled_step._BROKEN
+    assert compiled_step.compare_steps(eager, wrong, model, x, y, runtime)[0] > BROKEN_ERROR
 
 
 def test_a_run_too_short_to_pay_never_compiles(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled a short run"))
     images, labels = _images()
-    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5)  # 8 steps, far below min_steps()
-    assert 8 < compiled_step.min_steps()
+    recipe = Recipe(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5)  # 8 steps, far below MIN_STEPS
+    assert 8 < compiled_step.MIN_STEPS
     result = train(_Tiny(), images, labels, images[:16], labels[:16], (0.5,) * 3, (0.25,) * 3, recipe,
                    resolve_runtime("cpu", "fp32"))
     assert result.images_seen == 8 * 16
     runtime = resolve_runtime("cpu", "fp32")
     x, y = _batch()
-    step = compiled_step.choose_step(_Tiny(), nn.CrossEntropyLoss(), x, y, runtime, compiled_step.min_steps() - 1)
+    step = compiled_step.choose_step(_Tiny(), nn.CrossEntropyLoss(), x, y, runtime, compiled_step.MIN_STEPS - 1)
     assert isinstance(step, compiled_step._LossOf)
 
 
@@ -98,7 +98,7 @@ def test_the_eager_step_is_the_trainer_as_before():
 
 
 def test_a_long_run_measures_the_step_once_and_the_plan_keeps_it(monkeypatch):
-    monkeypatch.setattr(compiled_step, "_MIN_STEPS", 4)  # "long" for a test: 4 steps
+    monkeypatch.setattr(compiled_step, "MIN_STEPS", 4)  # "long" for a test: 4 steps
     monkeypatch.setattr(compiled_step, "_failure", None)
     images, labels = _images()
     recipe = Recipe(epochs=1, batch_size=16, lr=0.05, warmup_epochs=0.5)
@@ -126,7 +126,7 @@ def test_the_compile_setting_is_checked(monkeypatch):
     with pytest.raises(NasError, match="NAS_COMPILE_STEP"):
         resolve_runtime("cpu", "fp32")  # a bad setting fails before anything runs
     monkeypatch.setenv("NAS_COMPILE_STEP", "never")
-    monkeypatch.setattr(compiled_step, "_MIN_STEPS", 1)
+    monkeypatch.setattr(compiled_step, "MIN_STEPS", 1)
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled although never"))
     x, y = _batch()
     step = compiled_step.choose_step(_Tiny(), nn.CrossEntropyLoss(), x, y, resolve_runtime("cpu", "fp32"), 10 ** 6)

@@ -75,7 +75,7 @@ _LOW_PRECISION_TOLERANCE = 0.05
 # autocast 6.9 % from fp32, and 6.8 % compiled). A low-precision formulation
 # may then stray as far as twice what the plain formulation's own rounding
 # costs, as long as that stays below what only a broken kernel gives
-_BROKEN = 0.25
+BROKEN_ERROR = 0.25
 
 
 
@@ -222,9 +222,18 @@ def _results(fn, tensors: tuple[torch.Tensor, ...], fp32: bool, device_type: str
     return [out.detach()] + [t.grad for t in inputs if t.is_floating_point()]
 
 
-def _error(got: list, want: list) -> float:
-    """The largest relative error of ``got`` against ``want`` (inf for a
-    missing gradient or a NaN anywhere)."""
+def rounding_bound(rounding: float, floor: float) -> float:
+    """How far a low-precision result may stray from the fp32 reference when
+    rounding alone costs the plain computation ``rounding``: twice that, at
+    least ``floor``, never :data:`BROKEN_ERROR`; ``floor`` where the plain
+    computation is itself that far off (also the compiled training step's
+    bound, nas.training.compiled_step)."""
+    return min(BROKEN_ERROR, max(floor, 2 * rounding)) if rounding <= BROKEN_ERROR else floor
+
+
+def relative_error(got: list, want: list) -> float:
+    """The largest relative error of ``got`` against ``want``, tensor by
+    tensor (inf for a missing gradient or a NaN anywhere)."""
     worst = 0.0
     for g, w in zip(got, want):
         if g is None or w is None:
@@ -273,7 +282,7 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
             got = _results(formulations[name], tensors, fp32, device_type, backward, amp)
             kept = len(got) if bounded is None else 1 + bounded
             finite = all(g is not None and bool(torch.isfinite(g).all()) for g in got[kept:])
-            errors[candidate] = (_error(got[:kept], reference[:kept]) if finite else float("inf"), got[0].dtype)
+            errors[candidate] = (relative_error(got[:kept], reference[:kept]) if finite else float("inf"), got[0].dtype)
         return errors[candidate]
 
     def correct(candidate: tuple[str, bool]) -> bool:
@@ -282,9 +291,7 @@ def _fastest_correct(formulations: dict, tensors: tuple[torch.Tensor, ...], time
         err, dtype = error(candidate)
         bound = _TOLERANCE.get(dtype)
         if bound is None:  # low precision: allow what rounding costs here, unless the plain kernel is broken
-            rounding = error(plain)[0]
-            bound = min(_BROKEN, max(_LOW_PRECISION_TOLERANCE, 2 * rounding)) if rounding <= _BROKEN \
-                else _LOW_PRECISION_TOLERANCE
+            bound = rounding_bound(error(plain)[0], _LOW_PRECISION_TOLERANCE)
         return err <= bound
 
     ranked = sorted(timed, key=timed.get)  # those given up on (infinite) last: slow, but maybe the only right one

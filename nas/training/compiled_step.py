@@ -6,7 +6,7 @@ thousands of steps of one architecture, and there inductor can fuse what
 eager PyTorch runs as separate passes over every feature map (batch norm's
 statistics and normalisation, ReLU, the residual add, the attention gates,
 and all their backward passes). So for a run of at least
-:func:`min_steps` steps the network with its loss is compiled as one graph
+:data:`MIN_STEPS` steps the network with its loss is compiled as one graph
 (``torch.compile``: forward and, through AOTAutograd, backward), its
 attention ops in their plain formulations (inside a compiled graph
 :func:`nas.kernels.choice.run_fastest` steps aside: inductor picks the
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from ..device import Runtime, compile_step_setting
 from ..errors import one_line
-from ..kernels.choice import key_text, kernel_mode, planned_or_measured
+from ..kernels.choice import key_text, kernel_mode, planned_or_measured, relative_error, rounding_bound
 
 #: a run with fewer steps left than this never compiles. Measured on a
 #: 2-core AMD EPYC with AVX-512 BF16 (docs/measurements/training-speed.md):
@@ -46,7 +46,7 @@ from ..kernels.choice import key_text, kernel_mode, planned_or_measured
 #: the bet safe. A search trial (20,000 images x 3 epochs at batch 128: 468
 #: steps) and calibrate's reference (1,560) never compile; a 50-epoch
 #: ``train`` (8,790 steps) does
-_MIN_STEPS = 2500
+MIN_STEPS = 2500
 #: the compiled step must take at most this share of the eager step's time
 #: (timing noise must not flip the choice between equal steps)
 _MIN_GAIN = 0.95
@@ -56,21 +56,11 @@ _TIMED_STEPS = 3
 #: vector) may stray from the eager step's in fp32: reordered sums in fp32
 #: (measured 1.7e-3 on resnet20 + SE), or, in bf16, twice what the eager
 #: step's own rounding costs (measured 5.7e-2, the compiled step 5.5e-2),
-#: never as far as only a broken kernel goes (as nas.kernels.choice)
+#: never as far as only a broken kernel goes (nas.kernels.choice.rounding_bound)
 _FP32_FLOOR = 1e-2
-_BROKEN = 0.25
 
+#: why compiling the step failed in this process (None: it did not)
 _failure: str | None = None
-
-
-def min_steps() -> int:
-    """The fewest steps left for which a run considers compiling."""
-    return _MIN_STEPS
-
-
-def failure() -> str | None:
-    """Why compiling the step failed in this process (None: it did not)."""
-    return _failure
 
 
 class _LossOf(nn.Module):
@@ -96,13 +86,6 @@ def step_key(model: nn.Module, x: Tensor, runtime: Runtime) -> str:
     layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "contiguous"
     return key_text(("train_step", digest.hexdigest()[:16], tuple(x.shape), str(x.dtype), layout,
                      str(runtime.amp_dtype)))
-
-
-def _relative_error(got: Tensor, want: Tensor) -> float:
-    got, want = got.detach().float(), want.detach().float()
-    if not torch.isfinite(got).all():
-        return math.inf
-    return (torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want).clamp_min(1e-12)).item()
 
 
 def _loss_and_grads(step: Callable[[Tensor, Tensor], Tensor], model: nn.Module, x: Tensor, y: Tensor,
@@ -139,7 +122,7 @@ def compare_steps(eager: Callable, compiled: Callable, model: nn.Module, x: Tens
     (want_loss, want), *others = results
 
     def error(loss: Tensor, grads: list[Tensor]) -> float:
-        return max(_relative_error(loss, want_loss), _relative_error(_vector(grads), _vector(want)))
+        return relative_error([loss, _vector(grads)], [want_loss, _vector(want)])
 
     eager_error = 0.0 if runtime.amp_dtype is None else error(*others[0])
     return error(*others[1]), eager_error
@@ -147,7 +130,7 @@ def compare_steps(eager: Callable, compiled: Callable, model: nn.Module, x: Tens
 
 def allowed_error(eager_error: float) -> float:
     """How far the compiled step may stray, given the eager step's own error."""
-    return min(_BROKEN, max(_FP32_FLOOR, 2 * eager_error))
+    return rounding_bound(eager_error, _FP32_FLOOR)
 
 
 def _time_steps(step: Callable, model: nn.Module, x: Tensor, y: Tensor, runtime: Runtime) -> float:
@@ -171,7 +154,7 @@ def choose_step(model: nn.Module, criterion: nn.Module, x: Tensor, y: Tensor, ru
     step and it is faster (or the study's plan says so), else the eager one.
     ``x, y``: the run's first batch, used only to check and time."""
     eager = _LossOf(model, criterion)
-    if (compile_step_setting() == "never" or kernel_mode() == "reference" or steps_left < min_steps()
+    if (compile_step_setting() == "never" or kernel_mode() == "reference" or steps_left < MIN_STEPS
             or runtime.device.type not in ("cpu", "cuda")):
         return eager
     compiled = torch.compile(eager, dynamic=False)
